@@ -1,0 +1,38 @@
+# make run | test | bench | lint | clean. The first call creates .venv and installs into it.
+PYTHON ?= python3
+# torch first, pinned: on the dev machines this version is a CPU build on local disk (a looser pin
+# downloads a multi-GB CUDA build). Override to choose another build.
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+# Reinstalls whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install '$(TORCH)'
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/trainyard up
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	@set -e; for f in bench/*.py; do \
+		[ -e "$$f" ] || continue; \
+		echo "== $$f"; $(BIN)/python "$$f" --quick; \
+	done
+
+lint: $(BIN)/python
+	@$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/python -m pip install ruff
+	$(BIN)/python -m ruff check .
+
+clean:
+	rm -rf var

@@ -1,0 +1,19 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.routers import health, jobs, runs
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="trainyard",
+        version="0.1.0",
+        description="Training as a service for convolutional networks.",
+    )
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(runs.router)
+    return app

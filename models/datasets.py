@@ -1,0 +1,225 @@
+"""The datasets a job can train on: one registry for validation, the catalog and the worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, TypeAdapter
+from sklearn.model_selection import train_test_split
+
+from models.presets import preset_input_size
+from models.spec import DatasetSpec, DigitsDataset, ModelSpec, SyntheticDataset
+
+_DATASET_SPEC = TypeAdapter(DatasetSpec)
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a network needs to know about a dataset; computed without loading it."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    native_shape: tuple[int, int, int]
+
+
+@dataclass
+class Splits:
+    """Train/val/test (x N×C×H×W float32, y N int64) on the CPU, normalised with the train statistics."""
+
+    train: Pair
+    val: Pair
+    test: Pair
+    mean: list[float]
+    std: list[float]
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    native_shape: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: its spec, metadata from the spec alone, and a loader of raw arrays."""
+
+    spec: type[BaseModel]
+    description: str
+    native_shape: Callable[[BaseModel], tuple[int, int, int]]
+    num_classes: Callable[[BaseModel], int]
+    load_raw: Callable[[BaseModel], tuple[np.ndarray, np.ndarray]]
+
+
+# ---------------------------------------------------------------- raw data (cached per process)
+
+
+@lru_cache(maxsize=1)
+def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as N×1×8×8 pixel values in 0..16, shipped with the package."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return _read_only(digits.images[:, None].astype(np.float32), digits.target.astype(np.int64))
+
+
+@lru_cache(maxsize=4)
+def _synthetic_raw(
+    channels: int, size: int, classes: int, samples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each class a smooth random template; samples are shifted, rescaled, noisy copies of it."""
+    rng = np.random.default_rng(seed)
+    # Templates: coarse noise upsampled, so they are smooth blobs a small CNN can pick up.
+    coarse = max(2, size // 8)
+    margin = max(1, size // 8)  # room for random shifts of up to `margin` pixels each way
+    templates = torch.from_numpy(rng.standard_normal((classes, channels, coarse, coarse), dtype=np.float32))
+    big = F.interpolate(templates, size=size + 2 * margin, mode="bilinear", align_corners=False).numpy()
+    big /= big.std()
+
+    y = rng.permutation(np.arange(samples) % classes)  # balanced classes
+    dy, dx = rng.integers(0, 2 * margin + 1, size=(2, samples))
+    rows = dy[:, None] + np.arange(size)  # N×H
+    cols = dx[:, None] + np.arange(size)  # N×W
+    x = big[
+        y[:, None, None, None],
+        np.arange(channels)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
+    # Per-sample contrast and strong pixel noise (twice the template's std) keep it from being
+    # solved in one step: LeNet-5 needs a few epochs and stays short of 100% on held-out data.
+    x *= rng.uniform(0.5, 1.5, size=(samples, 1, 1, 1)).astype(np.float32)
+    x += 2.0 * rng.standard_normal(x.shape, dtype=np.float32)
+    return _read_only(x.astype(np.float32), y.astype(np.int64))
+
+
+def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Mark cached arrays read-only so no caller can change them for the next one."""
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "digits": DatasetEntry(
+        spec=DigitsDataset,
+        description="scikit-learn's 8x8 handwritten digits: 1797 images, 10 classes, pixel values 0..16",
+        native_shape=lambda s: (1, 8, 8),
+        num_classes=lambda s: 10,
+        load_raw=lambda s: _digits_raw(),
+    ),
+    "synthetic": DatasetEntry(
+        spec=SyntheticDataset,
+        description="generated images: each class a smooth random template, shifted and noisy per sample",
+        native_shape=lambda s: (s.channels, s.size, s.size),
+        num_classes=lambda s: s.classes,
+        load_raw=lambda s: _synthetic_raw(s.channels, s.size, s.classes, s.samples, s.seed),
+    ),
+}
+
+
+# ---------------------------------------------------------------- metadata, splits, preprocessing
+
+
+def dataset_info(dataset_spec: BaseModel | dict, model_spec: ModelSpec | dict | None = None) -> DatasetInfo:
+    """Input shape and class count for this dataset and model, from the specs alone."""
+    dataset = _DATASET_SPEC.validate_python(dataset_spec)
+    model = ModelSpec.model_validate(model_spec) if model_spec is not None else None
+    entry = DATASETS[dataset.name]
+    native = entry.native_shape(dataset)
+    if dataset.image_size is not None:
+        size = dataset.image_size
+    elif model is not None and model.arch is not None:
+        size = preset_input_size(model.arch, native[-1])
+    else:
+        size = native[-1]
+    return DatasetInfo(
+        input_shape=(native[0], size, size), num_classes=entry.num_classes(dataset), native_shape=native
+    )
+
+
+def load_splits(dataset_spec: BaseModel | dict, model_spec: ModelSpec | dict | None = None) -> Splits:
+    """Split by `split_seed` (not the training seed), resize, and normalise with the train statistics."""
+    dataset = _DATASET_SPEC.validate_python(dataset_spec)
+    info = dataset_info(dataset, model_spec)
+    x_raw, y_raw = DATASETS[dataset.name].load_raw(dataset)
+    train_idx, val_idx, test_idx = _split_indices(y_raw, dataset)
+
+    x = resize(torch.tensor(x_raw), info.input_shape)
+    y = torch.tensor(y_raw)
+    train_x = x[train_idx]
+    mean = train_x.mean(dim=(0, 2, 3))
+    std = train_x.std(dim=(0, 2, 3), unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel is only centred
+    mean, std = mean.tolist(), std.tolist()
+    x = normalize(x, mean, std)
+    return Splits(
+        train=(x[train_idx], y[train_idx]),
+        val=(x[val_idx], y[val_idx]),
+        test=(x[test_idx], y[test_idx]),
+        mean=mean,
+        std=std,
+        num_classes=info.num_classes,
+        input_shape=info.input_shape,
+        native_shape=info.native_shape,
+    )
+
+
+def resize(x: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Bilinear resize of an N×C×H×W batch to the network's H×W (unchanged when it already fits)."""
+    size = tuple(input_shape[-2:])
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def normalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """(x - mean) / std per channel of an N×C×H×W batch."""
+    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def preprocess(x_raw, mean: list[float], std: list[float], input_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Raw inputs (N×C×H×W, native size, raw pixel scale) to network inputs, exactly as in training."""
+    x = torch.as_tensor(x_raw, dtype=torch.float32)
+    if x.dim() != 4 or x.shape[1] != input_shape[0]:
+        raise ValueError(f"inputs must be N×{input_shape[0]}×H×W, got {'×'.join(map(str, x.shape))}")
+    return normalize(resize(x, input_shape), mean, std)
+
+
+def split_indices(dataset_spec: BaseModel | dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices into the raw dataset of the train, val and test splits (sorted)."""
+    dataset = _DATASET_SPEC.validate_python(dataset_spec)
+    _, y_raw = DATASETS[dataset.name].load_raw(dataset)
+    return _split_indices(y_raw, dataset)
+
+
+def raw_arrays(dataset_spec: BaseModel | dict) -> tuple[np.ndarray, np.ndarray]:
+    """The whole dataset as read-only (x N×C×H×W float32 at native size and scale, y int64) arrays."""
+    dataset = _DATASET_SPEC.validate_python(dataset_spec)
+    return DATASETS[dataset.name].load_raw(dataset)
+
+
+def _split_indices(y: np.ndarray, dataset: BaseModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train/val/test indices, stratified where the class counts allow, fixed by `split_seed`."""
+    rng = np.random.RandomState(dataset.split_seed)
+    n = len(y)
+    rest, test = _take(np.arange(n), y, max(1, int(n * dataset.test_fraction)), rng)
+    train, val = _take(rest, y, max(1, int(n * dataset.val_fraction)), rng)
+    if dataset.train_fraction < 1.0:
+        train, _ = _take(train, y, len(train) - max(1, int(len(train) * dataset.train_fraction)), rng)
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def _take(indices: np.ndarray, y: np.ndarray, count: int, rng: np.random.RandomState):
+    """Split `count` of `indices` off (stratified if possible); returns (the rest, the ones taken)."""
+    if count == 0:
+        return indices, indices[:0]
+    try:
+        return train_test_split(indices, test_size=count, stratify=y[indices], random_state=rng)
+    except ValueError:  # too few samples per class to stratify
+        return train_test_split(indices, test_size=count, random_state=rng)

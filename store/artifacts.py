@@ -1,0 +1,111 @@
+"""Weights and checkpoints as safetensors files: tensors plus JSON metadata, never pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+META_KEY = "trainyard"
+
+
+def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    # A worker killed mid-write must leave the previous file intact, never a torn one.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    save_file(tensors, str(partial), metadata={META_KEY: json.dumps(meta)})
+    os.replace(partial, path)
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+        return {name: f.get_tensor(name) for name in f.keys()}, meta
+
+
+def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Final weights; `meta` carries what rebuilds the model (spec, input shape, classes, normalisation)."""
+    _write_atomically(path, state_dict, meta)
+
+
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    return _read(path)
+
+
+def read_weights_meta(path: Path) -> dict[str, Any]:
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+
+
+@dataclass
+class TrainingState:
+    """Everything a resumed attempt needs to continue exactly where the last one stopped."""
+
+    epoch: int  # epochs completed
+    step: int  # optimizer steps completed
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: torch.Tensor
+    extra: dict[str, Any] = field(default_factory=dict)  # best_val_acc, elapsed time, ...
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, plain = {}, {}
+    for index, slots in state["state"].items():
+        for slot, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{slot}"] = value
+            else:
+                plain[f"{index}.{slot}"] = value
+    return tensors, {"param_groups": state["param_groups"], "plain_state": plain}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        index, slot = key.removeprefix("optimizer.").split(".", 1)
+        state.setdefault(int(index), {})[slot] = value
+    for key, value in meta["plain_state"].items():
+        index, slot = key.split(".", 1)
+        state.setdefault(int(index), {})[slot] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path: Path, state: TrainingState) -> None:
+    optimizer_tensors, optimizer_meta = _flatten_optimizer(state.optimizer)
+    tensors = {f"model.{k}": v for k, v in state.model.items()} | optimizer_tensors | {"rng": state.rng}
+    meta = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "optimizer": optimizer_meta,
+        "scheduler": state.scheduler,
+        "extra": state.extra,
+    }
+    _write_atomically(path, tensors, meta)
+
+
+def load_checkpoint(path: Path) -> TrainingState:
+    tensors, meta = _read(path)
+    model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    optimizer_tensors = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}
+    return TrainingState(
+        epoch=meta["epoch"],
+        step=meta["step"],
+        model=model,
+        optimizer=_unflatten_optimizer(optimizer_tensors, meta["optimizer"]),
+        scheduler=meta["scheduler"],
+        rng=tensors["rng"],
+        extra=meta["extra"],
+    )
+
+
+def job_dir(artifacts_dir: Path, job_id: str) -> Path:
+    return artifacts_dir / "jobs" / job_id

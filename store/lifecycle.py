@@ -1,0 +1,209 @@
+"""Job state transitions made by workers: claim, heartbeat, finish, and recovery of lost jobs.
+
+Every transition is a compare-and-set UPDATE, so two workers (or a redelivered message and a
+recovered job) can never both own one attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from store.tables import Checkpoint, CurvePoint, Job, Run, utcnow
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: str
+    attempt: int
+    spec: dict[str, Any]
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands datetimes back without their zone; everything here is UTC.
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+def _owner_is_dead(owner: str | None) -> bool:
+    """True when the owner ran on this host and its process is gone (no need to wait for the lease)."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+def is_lost(job: Job, lease_s: float, now: datetime | None = None) -> bool:
+    now = now or utcnow()
+    heartbeat = _aware(job.heartbeat_at)
+    stale = heartbeat is None or now - heartbeat > timedelta(seconds=lease_s)
+    return stale or _owner_is_dead(job.owner)
+
+
+def claim(session: Session, job_id: str, lease_s: float) -> Claim | None:
+    """Take a queued job (or a running one whose worker is lost) and start a new attempt."""
+    job = session.get(Job, job_id)
+    if job is None or job.cancel_requested:
+        return None
+    if job.status == "running" and not is_lost(job, lease_s):
+        return None
+    if job.status not in ("queued", "running"):
+        return None
+    now = utcnow()
+    attempt = job.attempts + 1  # read before the UPDATE, which also refreshes `job` in the session
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts)
+        .values(
+            status="running",
+            attempts=attempt,
+            owner=worker_identity(),
+            heartbeat_at=now,
+            started_at=job.started_at or now,
+            error=None,
+        )
+    )
+    if result.rowcount != 1:
+        return None
+    return Claim(job_id=job_id, attempt=attempt, spec=job.spec)
+
+
+def heartbeat(session: Session, claim: Claim) -> str | None:
+    """Prove the attempt is alive; answers why it must stop ("cancelled", "lost"), or None."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.attempt)
+        .values(heartbeat_at=utcnow())
+    )
+    if result.rowcount != 1:
+        return "lost"
+    cancel = session.scalar(select(Job.cancel_requested).where(Job.id == claim.job_id))
+    return "cancelled" if cancel else None
+
+
+def record_epoch(
+    session: Session,
+    claim: Claim,
+    *,
+    progress: dict[str, Any],
+    metrics: dict[str, Any],
+    checkpoint: Checkpoint | None,
+) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.attempt)
+        .values(progress=progress, metrics=metrics, heartbeat_at=utcnow())
+    )
+    if result.rowcount == 1 and checkpoint is not None:
+        session.add(checkpoint)
+    return result.rowcount == 1
+
+
+def latest_checkpoint(session: Session, job_id: str, member: int = 0) -> Checkpoint | None:
+    return session.scalar(
+        select(Checkpoint)
+        .where(Checkpoint.job_id == job_id, Checkpoint.member == member)
+        .order_by(Checkpoint.epoch.desc())
+        .limit(1)
+    )
+
+
+def final_curve(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The curve as it happened in the end: where a resumed attempt redid steps, its points win."""
+    latest = {}
+    for point in points:
+        key = (point["name"], point["step"])
+        if key not in latest or point["attempt"] >= latest[key]["attempt"]:
+            latest[key] = point
+    return [p for p in points if latest[(p["name"], p["step"])] is p]
+
+
+def store_curve(session: Session, job_id: str, points: list[dict[str, Any]]) -> None:
+    session.add_all(
+        CurvePoint(
+            job_id=job_id,
+            seq=seq,
+            stream_id=p["id"],
+            attempt=p["attempt"],
+            step=p["step"],
+            epoch=p["epoch"],
+            name=p["name"],
+            value=p["value"],
+        )
+        for seq, p in enumerate(final_curve(points))
+    )
+
+
+def finish(
+    session: Session,
+    claim: Claim,
+    *,
+    status: str,
+    curve: list[dict[str, Any]],
+    metrics: dict[str, Any] | None = None,
+    progress: dict[str, Any] | None = None,
+    error: str | None = None,
+    runs: list[Run] = (),
+) -> bool:
+    """End the attempt in a terminal state, with its runs and its curve, in one transaction."""
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error, "owner": None}
+    if metrics is not None:
+        values["metrics"] = metrics
+    if progress is not None:
+        values["progress"] = progress
+    result = session.execute(
+        update(Job)
+        .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.attempt)
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        return False
+    session.add_all(runs)
+    store_curve(session, claim.job_id, curve)
+    return True
+
+
+def find_lost_jobs(session: Session, lease_s: float) -> list[Job]:
+    running = session.scalars(select(Job).where(Job.status == "running"))
+    return [job for job in running if is_lost(job, lease_s)]
+
+
+def recover(session: Session, job: Job, max_attempts: int) -> str | None:
+    """Put a lost job back in the queue, or fail it once it has used its attempts.
+
+    Answers the new status, or None when another worker got there first.
+    """
+    if job.attempts >= max_attempts:
+        values = {
+            "status": "failed",
+            "finished_at": utcnow(),
+            "owner": None,
+            "error": f"worker lost during attempt {job.attempts}; gave up after {max_attempts} attempts",
+        }
+    else:
+        values = {"status": "queued", "owner": None}
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == "running", Job.attempts == job.attempts)
+        .values(**values)
+    )
+    return values["status"] if result.rowcount == 1 else None

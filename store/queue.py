@@ -1,0 +1,45 @@
+"""The Celery configuration shared by the worker and by producers that only enqueue by name."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from store.settings import Settings, get_settings
+
+TRAIN_TASK = "trainyard.train"
+QUEUE = "trainyard"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("trainyard", broker=settings.redis_url)
+    transport_options = {"visibility_timeout": settings.visibility_timeout}
+    app.conf.update(
+        task_default_queue=QUEUE,
+        # A job is acknowledged only once it has finished, so a lost worker's job is redelivered...
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # ...and a worker holds no more than the job it is running.
+        worker_prefetch_multiplier=1,
+        # Redis redelivers unacknowledged messages after the visibility timeout: it must outlast
+        # the longest job, and Celery reads it from both option sets.
+        broker_transport_options=transport_options,
+        result_backend_transport_options=transport_options,
+        visibility_timeout=settings.visibility_timeout,
+        task_time_limit=settings.max_job_seconds,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+@lru_cache
+def producer() -> Celery:
+    return make_celery(get_settings())
+
+
+def enqueue_training(job_id: str) -> None:
+    producer().send_task(TRAIN_TASK, args=[job_id], queue=QUEUE)

@@ -1,0 +1,49 @@
+"""All configuration in one place, read from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAINYARD_", extra="ignore")
+
+    home: Path = Field(Path("var"), description="state: SQLite database, artifacts, private Redis")
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("DATABASE_URL", "TRAINYARD_DATABASE_URL")
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "TRAINYARD_REDIS_URL")
+    )
+    port: int = Field(8000, validation_alias=AliasChoices("PORT", "TRAINYARD_PORT"))
+
+    # Worker behaviour.
+    max_attempts: int = Field(3, ge=1, description="a job whose worker is lost this often fails")
+    max_job_seconds: int = Field(24 * 3600, ge=60, description="longest job allowed")
+    heartbeat_s: float = Field(2.0, gt=0, description="how often a running job proves it is alive")
+    lease_s: float = Field(20.0, gt=0, description="silence after which a running job is presumed lost")
+    report_every: int = Field(10, ge=1, description="steps between curve flushes to Redis")
+    stream_maxlen: int = Field(100_000, ge=100, description="approximate cap of a job's Redis stream")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'trainyard.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return (self.home / "artifacts").resolve()
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Redis redelivers an unacked message after this; it must outlast the longest job."""
+        return self.max_job_seconds + 3600
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

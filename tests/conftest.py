@@ -1,0 +1,81 @@
+"""Fixtures: a real Redis, real databases (SQLite, PostgreSQL) and real trainyard processes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.live_stack import LiveStack
+from trainyard.services import start_private_redis
+
+POSTGRES_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[str]:
+    """A private Redis per test session (the bundled server), so no test sees another's keys."""
+    server = start_private_redis(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards; skipped with the reason when none answers."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        pytest.skip(f"no PostgreSQL reachable at {POSTGRES_ADMIN_URL}: {type(exc).__name__}")
+    name = f"trainyard_test_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _stack(tmp_path_factory, name: str, database_url: str | None, redis_url: str, workers: int) -> LiveStack:
+    home = tmp_path_factory.mktemp(name)
+    stack = LiveStack(home, database_url or f"sqlite:///{home / 'trainyard.db'}", redis_url)
+    stack.start_api()
+    for _ in range(workers):
+        stack.start_worker()
+    return stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, redis_server) -> Iterator[LiveStack]:
+    """API and one worker on SQLite."""
+    live = _stack(tmp_path_factory, "sqlite-stack", None, redis_server, workers=1)
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_stack(tmp_path_factory, postgres_url) -> Iterator[LiveStack]:
+    """API and one worker on PostgreSQL, with a Redis of its own."""
+    server = start_private_redis(tmp_path_factory.mktemp("pg-redis"))
+    live = _stack(tmp_path_factory, "pg-stack", postgres_url, server.url, workers=1)
+    yield live
+    live.stop()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def api_only(tmp_path_factory) -> Iterator[LiveStack]:
+    """The API with no worker: whatever it enqueues stays in Redis where a test can count it."""
+    server = start_private_redis(tmp_path_factory.mktemp("api-only-redis"))
+    live = _stack(tmp_path_factory, "api-only", None, server.url, workers=0)
+    yield live
+    live.stop()
+    server.stop()
+

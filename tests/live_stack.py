@@ -1,0 +1,127 @@
+"""A real trainyard stack for tests: `trainyard api` and `trainyard worker` processes on real Redis and SQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from store.queue import QUEUE
+from trainyard.services import free_port
+
+# Short leases and frequent flushes so that recovery and cancellation are observable in seconds.
+TEST_SETTINGS = {
+    "TRAINYARD_HEARTBEAT_S": "0.5",
+    "TRAINYARD_LEASE_S": "5",
+    "TRAINYARD_REPORT_EVERY": "5",
+    "TRAINYARD_DEVICE": "cpu",
+}
+CLI = [sys.executable, "-m", "trainyard.cli"]
+
+
+class LiveStack:
+    def __init__(self, home: Path, database_url: str, redis_url: str) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = os.environ | TEST_SETTINGS | {
+            "TRAINYARD_HOME": str(home),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "PORT": str(self.port),
+            "OMP_NUM_THREADS": "1",
+        }
+        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.api_process: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+        log = open(self.home / log_name, "ab")
+        # Own session: the test can kill a whole process tree (worker and its training child) at once.
+        return subprocess.Popen(CLI + args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_api(self) -> None:
+        self.api_process = self._spawn(["api", "--port", str(self.port)], "api.log")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.api_process.poll() is not None:
+                raise RuntimeError(f"the API exited:\n{self.log('api.log')}")
+            try:
+                if self.http.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the API did not start:\n{self.log('api.log')}")
+
+    def start_worker(self) -> subprocess.Popen:
+        worker = self._spawn(["worker", "--concurrency", "1"], f"worker-{len(self.workers)}.log")
+        self.workers.append(worker)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited:\n{self.log(f'worker-{len(self.workers) - 1}.log')}")
+            if "ready." in self.log(f"worker-{len(self.workers) - 1}.log"):
+                return worker
+            time.sleep(0.2)
+        raise TimeoutError("the worker did not become ready")
+
+    def kill_worker(self, worker: subprocess.Popen) -> None:
+        """SIGKILL the worker's whole process group: a machine lost mid-job."""
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+
+    def log(self, name: str) -> str:
+        path = self.home / name
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def queued_messages(self) -> int:
+        return self.redis.llen(QUEUE)
+
+    # ---- client helpers
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        response = self.http.post("/v1/jobs", json=spec)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_for(self, job_id: str, predicate, timeout: float = 120, poll: float = 0.1) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if predicate(job):
+                return job
+            time.sleep(poll)
+        worker_logs = "\n".join(self.log(f"worker-{i}.log")[-3000:] for i in range(len(self.workers)))
+        raise TimeoutError(f"job {job_id} never got there; last seen {job}\n{worker_logs}")
+
+    def wait_finished(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
+        return self.wait_for(job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"), timeout)
+
+    def curve(self, job_id: str) -> list[dict[str, Any]]:
+        return self.http.get(f"/v1/jobs/{job_id}/metrics").json()["points"]
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.api_process]:
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in [*self.workers, self.api_process]:
+            if process is not None:
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+        self.http.close()

@@ -1,0 +1,56 @@
+"""docker-compose.yml describes the production stack with commands that the trainyard CLI accepts."""
+
+import shlex
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+
+from trainyard.cli import app
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_the_four_services_are_there():
+    assert {"api", "worker", "redis", "postgres"} <= SERVICES.keys()
+    assert (ROOT / "Dockerfile").is_file()
+
+
+def test_worker_reserves_the_gpus():
+    devices = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]} in devices
+
+
+def test_commands_are_real_cli_subcommands_with_valid_options():
+    cli = typer.main.get_command(app)
+    commands = {name: s["command"] for name, s in SERVICES.items() if "command" in s}
+    assert {"api", "worker"} <= commands.keys()
+    for service, command in commands.items():
+        argv = shlex.split(command) if isinstance(command, str) else list(command)
+        assert argv[0] in SCRIPTS, f"{service}: {argv[0]} is not a console script"
+        assert argv[1] in cli.commands, f"{service}: trainyard has no subcommand {argv[1]}"
+        # Parsing (without running) rejects unknown options and bad values.
+        cli.commands[argv[1]].make_context(argv[1], argv[2:])
+
+
+def test_api_and_worker_share_the_artifacts_and_wait_for_healthy_services():
+    assert "artifacts" in COMPOSE["volumes"]
+    for name in ("api", "worker"):
+        service = SERVICES[name]
+        assert "artifacts:/data" in service["volumes"]
+        assert service["environment"]["TRAINYARD_HOME"] == "/data"
+        assert service["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert {d["condition"] for d in service["depends_on"].values()} == {"service_healthy"}
+    for name in ("api", "redis", "postgres"):
+        assert "healthcheck" in SERVICES[name], name
+    assert "/healthz" in " ".join(SERVICES["api"]["healthcheck"]["test"])

@@ -1,0 +1,76 @@
+"""The `trainyard` command: run the stack or one of its parts (HTTP client commands join the same app)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="REST training-as-a-service for CNNs.")
+
+
+def gpu_count() -> int:
+    """Visible CUDA GPUs, counted through NVML so that this process never initialises CUDA before forking."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+# Server commands.
+
+
+@app.command()
+def up() -> None:
+    """Run the embedded stack: private Redis, migrations, one worker and the API; Ctrl-C stops it all."""
+    from trainyard.stack import run_stack
+
+    raise typer.Exit(run_stack())
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="port; default PORT or 8000")] = None,
+    migrate: Annotated[bool, typer.Option(help="run the database migrations first")] = True,
+) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    from store.settings import get_settings
+
+    if migrate:
+        from store.migrate import upgrade
+
+        upgrade()
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port or get_settings().port)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="training processes; default one per CUDA GPU, else 1")
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Run a Celery worker that trains the queued jobs."""
+    n = concurrency or gpu_count() or 1
+    from worker.celery_app import app as celery_app
+
+    celery_app.worker_main(["worker", f"--loglevel={loglevel}", f"--concurrency={n}", "--pool=prefork"])
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from store.migrate import upgrade
+
+    upgrade()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

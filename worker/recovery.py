@@ -1,0 +1,26 @@
+"""Requeue jobs whose worker was lost; fail those that have used their attempts."""
+
+from __future__ import annotations
+
+import logging
+
+from store import lifecycle
+from store.db import session_scope
+from store.queue import enqueue_training
+from store.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def recover_lost_jobs(settings: Settings) -> list[str]:
+    requeued = []
+    with session_scope() as session:
+        for job in lifecycle.find_lost_jobs(session, settings.lease_s):
+            status = lifecycle.recover(session, job, settings.max_attempts)
+            if status:
+                log.warning("job %s: worker lost during attempt %d; now %s", job.id, job.attempts, status)
+            if status == "queued":
+                requeued.append(job.id)
+    for job_id in requeued:
+        enqueue_training(job_id)
+    return requeued

@@ -1,0 +1,59 @@
+"""The reporter a worker hands to the training loop: curve to Redis, progress and checkpoints to SQL."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+
+from store import lifecycle, streams
+from store.artifacts import TrainingState, job_dir, save_checkpoint
+from store.db import session_scope
+from store.lifecycle import Claim
+from store.settings import Settings
+from store.tables import Checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class JobReporter:
+    def __init__(self, claim: Claim, client: redis.Redis, settings: Settings) -> None:
+        self.claim = claim
+        self.client = client
+        self.settings = settings
+        self.last_heartbeat = time.monotonic()
+        self.dropped_points = 0
+
+    def report(self, points: list[streams.Point], progress: dict[str, float]) -> str | None:
+        try:
+            if streams.publish(self.client, self.claim.job_id, points, progress, self.settings.stream_maxlen):
+                return "cancelled"
+        except redis.RedisError as exc:
+            # Redis being away must not kill a training run: the curve gets a gap, and says so.
+            self.dropped_points += len(points)
+            log.warning("job %s: %d curve points not published: %s", self.claim.job_id, len(points), exc)
+        if time.monotonic() - self.last_heartbeat >= self.settings.heartbeat_s:
+            return self._heartbeat()
+        return None
+
+    def _heartbeat(self) -> str | None:
+        self.last_heartbeat = time.monotonic()
+        with session_scope() as session:
+            return lifecycle.heartbeat(session, self.claim)
+
+    def epoch_end(self, state: TrainingState, metrics: dict[str, float], progress: dict[str, float]) -> str | None:
+        path = job_dir(self.settings.artifacts_dir, self.claim.job_id) / f"checkpoint-{state.epoch:04d}.safetensors"
+        save_checkpoint(path, state)
+        epoch_points = [
+            streams.Point(state.step, float(state.epoch), name, metrics[name], self.claim.attempt)
+            for name in ("val_loss", "val_acc")
+        ]
+        reason = self.report(epoch_points, progress)
+        checkpoint = Checkpoint(job_id=self.claim.job_id, epoch=state.epoch, step=state.step, path=str(path))
+        job_metrics = metrics | ({"dropped_points": self.dropped_points} if self.dropped_points else {})
+        with session_scope() as session:
+            owned = lifecycle.record_epoch(
+                session, self.claim, progress=progress, metrics=job_metrics, checkpoint=checkpoint
+            )
+        return reason or (None if owned else "lost")
