@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -29,10 +29,14 @@ class DigitsDataset(Strict):
     """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), shipped in the package."""
 
     name: Literal["digits"]
-    image_size: int | None = Field(None, ge=4, le=512, description="resize to this square size; default: the model's")
+    image_size: int | None = Field(
+        None, ge=4, le=512, description="resize to this square size; default: the model's"
+    )
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
-    train_fraction: float = Field(1.0, gt=0.0, le=1.0, description="use only this share of the training split")
+    train_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="use only this share of the training split"
+    )
     split_seed: int = Field(0, ge=0, description="fixes the split, independent of the training seed")
 
 
@@ -52,7 +56,7 @@ class SyntheticDataset(Strict):
     split_seed: int = Field(0, ge=0)
 
 
-DatasetSpec = Annotated[Union[DigitsDataset, SyntheticDataset], Field(discriminator="name")]
+DatasetSpec = Annotated[DigitsDataset | SyntheticDataset, Field(discriminator="name")]
 
 
 # ---------------------------------------------------------------- model
@@ -103,16 +107,14 @@ class LinearLayer(Strict):
 
 
 Layer = Annotated[
-    Union[
-        ConvLayer,
-        MaxPoolLayer,
-        AvgPoolLayer,
-        ActivationLayer,
-        BatchNormLayer,
-        DropoutLayer,
-        FlattenLayer,
-        LinearLayer,
-    ],
+    ConvLayer
+    | MaxPoolLayer
+    | AvgPoolLayer
+    | ActivationLayer
+    | BatchNormLayer
+    | DropoutLayer
+    | FlattenLayer
+    | LinearLayer,
     Field(discriminator="type"),
 ]
 
@@ -187,9 +189,7 @@ class Adam(Strict):
     eps: PositiveFloat = 1e-8
 
 
-OptimizerSpec = Annotated[
-    Union[SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam], Field(discriminator="type")
-]
+OptimizerSpec = Annotated[SGD | Momentum | Nesterov | AdaGrad | RMSprop | Adam, Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------- learning-rate schedule
@@ -223,7 +223,7 @@ class InverseTimeSchedule(Strict):
 
 
 ScheduleSpec = Annotated[
-    Union[ConstantSchedule, StepSchedule, ExponentialSchedule, InverseTimeSchedule],
+    ConstantSchedule | StepSchedule | ExponentialSchedule | InverseTimeSchedule,
     Field(discriminator="type"),
 ]
 
@@ -232,7 +232,9 @@ ScheduleSpec = Annotated[
 
 
 class RegularizationSpec(Strict):
-    dropout: DropProbability = Field(0.0, description="probability of dropping a unit in the preset's fc layers")
+    dropout: DropProbability = Field(
+        0.0, description="probability of dropping a unit in the preset's fc layers"
+    )
     dropout_mode: DropoutMode = "inverted"
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty added to the gradient")
 

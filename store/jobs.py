@@ -85,6 +85,13 @@ def request_cancel_running(session: Session, job_id: str) -> bool:
 def stored_points(session: Session, job_id: str) -> list[dict[str, Any]]:
     rows = session.scalars(select(CurvePoint).where(CurvePoint.job_id == job_id).order_by(CurvePoint.seq))
     return [
-        {"id": p.stream_id, "step": p.step, "epoch": p.epoch, "name": p.name, "value": p.value, "attempt": p.attempt}
+        {
+            "id": p.stream_id,
+            "step": p.step,
+            "epoch": p.epoch,
+            "name": p.name,
+            "value": p.value,
+            "attempt": p.attempt,
+        }
         for p in rows
     ]

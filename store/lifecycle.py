@@ -182,6 +182,10 @@ def finish(
     return True
 
 
+def queued_job_ids(session: Session) -> list[str]:
+    return list(session.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at)))
+
+
 def find_lost_jobs(session: Session, lease_s: float) -> list[Job]:
     running = session.scalars(select(Job).where(Job.status == "running"))
     return [job for job in running if is_lost(job, lease_s)]

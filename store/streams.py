@@ -74,7 +74,9 @@ def publish(
     return bool(pipe.execute()[-1])
 
 
-def read_points(client: redis.Redis, job_id: str, after: str | None = None, count: int | None = None) -> list[dict]:
+def read_points(
+    client: redis.Redis, job_id: str, after: str | None = None, count: int | None = None
+) -> list[dict]:
     start = f"({after}" if after else "-"
     return [point_from_entry(i, f) for i, f in client.xrange(curve_key(job_id), start, "+", count=count)]
 

@@ -78,4 +78,3 @@ def api_only(tmp_path_factory) -> Iterator[LiveStack]:
     yield live
     live.stop()
     server.stop()
-

@@ -88,6 +88,11 @@ def run_stack() -> int:
             os.environ["REDIS_URL"] = redis.url  # inherited by the children
             get_settings.cache_clear()
         upgrade()
+        if redis is not None:
+            from worker.recovery import requeue_queued_jobs
+
+            # A fresh private Redis holds no messages: jobs left queued by the last run need new ones.
+            requeue_queued_jobs()
         children["worker"] = spawn("worker", "--concurrency", "1")
         children["api"] = spawn("api", "--host", "127.0.0.1", "--port", str(settings.port), "--no-migrate")
         return supervise(children, settings.port)

@@ -24,3 +24,15 @@ def recover_lost_jobs(settings: Settings) -> list[str]:
     for job_id in requeued:
         enqueue_training(job_id)
     return requeued
+
+
+def requeue_queued_jobs() -> list[str]:
+    """Send every queued job to the broker again: for a fresh, empty broker (the embedded stack's).
+
+    Duplicates are harmless: only one delivery can claim a job.
+    """
+    with session_scope() as session:
+        job_ids = lifecycle.queued_job_ids(session)
+    for job_id in job_ids:
+        enqueue_training(job_id)
+    return job_ids

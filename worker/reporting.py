@@ -42,8 +42,13 @@ class JobReporter:
         with session_scope() as session:
             return lifecycle.heartbeat(session, self.claim)
 
-    def epoch_end(self, state: TrainingState, metrics: dict[str, float], progress: dict[str, float]) -> str | None:
-        path = job_dir(self.settings.artifacts_dir, self.claim.job_id) / f"checkpoint-{state.epoch:04d}.safetensors"
+    def epoch_end(
+        self, state: TrainingState, metrics: dict[str, float], progress: dict[str, float]
+    ) -> str | None:
+        path = (
+            job_dir(self.settings.artifacts_dir, self.claim.job_id)
+            / f"checkpoint-{state.epoch:04d}.safetensors"
+        )
         save_checkpoint(path, state)
         epoch_points = [
             streams.Point(state.step, float(state.epoch), name, metrics[name], self.claim.attempt)

@@ -32,7 +32,12 @@ def run_job(job_id: str) -> str | None:
     client = streams.get_redis()
     spec = JobSpec.model_validate(claim.spec)
     resume = load_checkpoint(Path(checkpoint.path)) if checkpoint else None
-    log.info("job %s: attempt %d%s", job_id, claim.attempt, f", resuming after epoch {resume.epoch}" if resume else "")
+    log.info(
+        "job %s: attempt %d%s",
+        job_id,
+        claim.attempt,
+        f", resuming after epoch {resume.epoch}" if resume else "",
+    )
     reporter = JobReporter(claim, client, settings)
     outcome: dict = {}
     try:

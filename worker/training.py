@@ -18,7 +18,6 @@ from models.spec import JobSpec
 from store.artifacts import TrainingState
 from store.streams import Point
 
-
 # A loss this many times its value at initialisation has left any useful region: a classifier's
 # loss starts near ln(classes) and only an exploding run multiplies it a thousandfold.
 DIVERGENCE_FACTOR = 1000.0
@@ -26,7 +25,11 @@ DIVERGENCE_FACTOR = 1000.0
 
 class Diverged(Exception):
     def __init__(self, step: int, loss: float, initial_loss: float) -> None:
-        why = "not finite" if not math.isfinite(loss) else f"{loss:.4g}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss:.4g}"
+        why = (
+            "not finite"
+            if not math.isfinite(loss)
+            else f"{loss:.4g}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss:.4g}"
+        )
         super().__init__(f"diverged at step {step}: the training loss is {why}")
         self.step = step
 
@@ -43,7 +46,9 @@ class Reporter(Protocol):
     def report(self, points: list[Point], progress: dict[str, float]) -> str | None:
         """Takes curve points every few steps; answers a reason to stop, or None."""
 
-    def epoch_end(self, state: TrainingState, metrics: dict[str, float], progress: dict[str, float]) -> str | None:
+    def epoch_end(
+        self, state: TrainingState, metrics: dict[str, float], progress: dict[str, float]
+    ) -> str | None:
         """Takes the state after each epoch (to checkpoint); answers a reason to stop, or None."""
 
 
@@ -68,7 +73,9 @@ def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over a split, one host sync at the end."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
@@ -104,7 +111,9 @@ def train(
     cfg = spec.training
     torch.manual_seed(cfg.seed)
     model = build_model(spec.model, splits.input_shape, splits.num_classes, spec.regularization).to(device)
-    optimizer = build_optimizer(spec.optimizer, model.parameters(), weight_decay=spec.regularization.weight_decay)
+    optimizer = build_optimizer(
+        spec.optimizer, model.parameters(), weight_decay=spec.regularization.weight_decay
+    )
     x_train, y_train = (t.to(device) for t in splits.train)
     x_val, y_val = (t.to(device) for t in splits.val)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
@@ -194,7 +203,11 @@ def train(
             optimizer=optimizer.state_dict(),
             scheduler=schedule.state_dict(),
             rng=torch.get_rng_state(),
-            extra={"best_val_acc": best_val_acc, "initial_loss": initial_loss, "elapsed_s": elapsed_before + time.perf_counter() - started},
+            extra={
+                "best_val_acc": best_val_acc,
+                "initial_loss": initial_loss,
+                "elapsed_s": elapsed_before + time.perf_counter() - started,
+            },
         )
         if reason := reporter.epoch_end(state, metrics, progress(epoch + 1.0)):
             raise Stopped(reason)

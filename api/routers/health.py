@@ -30,4 +30,6 @@ def readyz(session: SessionDep, client: RedisDep) -> JSONResponse:
     except Exception:
         checks["redis"] = "unreachable"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", **checks}, status_code=200 if ready else 503
+    )

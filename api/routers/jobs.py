@@ -41,7 +41,9 @@ def submit_job(spec: JobSpec, response: Response, session: SessionDep, client: R
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", *exc.loc), "msg": exc.message, "input": None}]
         ) from exc
-    job = jobs.create_job(session, name=spec.display_name, spec=spec.model_dump(mode="json"), summary=asdict(summary))
+    job = jobs.create_job(
+        session, name=spec.display_name, spec=spec.model_dump(mode="json"), summary=asdict(summary)
+    )
     session.commit()
     try:
         enqueue_training(job.id)

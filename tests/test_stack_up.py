@@ -1,0 +1,59 @@
+"""`trainyard up`, the embedded default behind `make run`: the README's example trains, SIGTERM leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from trainyard.services import free_port
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "lenet5-sgd.json"
+
+
+def test_up_trains_the_readme_example_and_stops_cleanly(tmp_path):
+    port = free_port()
+    # A user's plain environment: no Redis or database named, so the stack brings its own.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINYARD_", "REDIS_URL", "DATABASE_URL"))}
+    env |= {"TRAINYARD_HOME": str(tmp_path / "var"), "PORT": str(port)}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "trainyard.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        banner = up.stdout.readline()
+        while banner and "trainyard is up" not in banner:
+            banner = up.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in banner
+        family = psutil.Process(up.pid).children(recursive=True)
+        assert len(family) >= 4  # redis, worker, its training process, api
+
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            assert http.get("/readyz").json() == {"status": "ready", "database": "ok", "redis": "ok"}
+            response = http.post("/v1/jobs", json=json.loads(EXAMPLE.read_text()))
+            assert response.status_code == 202
+            job_url = response.headers["location"]
+            deadline = time.monotonic() + 120
+            while (job := http.get(job_url).json())["status"] in ("queued", "running"):
+                assert time.monotonic() < deadline, job
+                time.sleep(0.2)
+        assert job["status"] == "succeeded", job["error"]
+        assert (tmp_path / "var" / "trainyard.db").exists()
+
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(30) == 0
+        _, alive = psutil.wait_procs(family, timeout=15)
+        assert not alive, f"left running: {alive}"
+    finally:
+        if up.poll() is None:
+            up.kill()
