@@ -127,6 +127,18 @@ def latest_checkpoint(session: Session, job_id: str, member: int = 0) -> Checkpo
     )
 
 
+def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
+    """Forget all but the newest `keep` checkpoints; answers the files to delete."""
+    stale = list(
+        session.scalars(
+            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch.desc()).offset(keep)
+        )
+    )
+    for checkpoint in stale:
+        session.delete(checkpoint)
+    return [checkpoint.path for checkpoint in stale]
+
+
 def final_curve(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The curve as it happened in the end: where a resumed attempt redid steps, its points win."""
     latest = {}

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     report_every: int = Field(10, ge=1, description="steps between curve flushes to Redis")
     stream_maxlen: int = Field(100_000, ge=100, description="approximate cap of a job's Redis stream")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    keep_checkpoints: int = Field(3, ge=1, description="newest epoch checkpoints kept per job")
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -53,7 +54,12 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
     """Run a Celery worker that trains the queued jobs."""
-    n = concurrency or gpu_count() or 1
+    gpus = gpu_count()
+    if gpus and "TRAINYARD_GPUS" not in os.environ:
+        # One training process per GPU: each pool process pins itself to one of these at start.
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES") or ",".join(str(i) for i in range(gpus))
+        os.environ["TRAINYARD_GPUS"] = visible
+    n = concurrency or gpus or 1
     from worker.celery_app import app as celery_app
 
     celery_app.worker_main(["worker", f"--loglevel={loglevel}", f"--concurrency={n}", "--pool=prefork"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import redis
 
@@ -47,7 +48,8 @@ class JobReporter:
     ) -> str | None:
         path = (
             job_dir(self.settings.artifacts_dir, self.claim.job_id)
-            / f"checkpoint-{state.epoch:04d}.safetensors"
+            # Named by attempt too: a lost attempt that has not noticed yet never overwrites its successor's.
+            / f"checkpoint-e{state.epoch:04d}-a{self.claim.attempt}.safetensors"
         )
         save_checkpoint(path, state)
         epoch_points = [
@@ -61,4 +63,11 @@ class JobReporter:
             owned = lifecycle.record_epoch(
                 session, self.claim, progress=progress, metrics=job_metrics, checkpoint=checkpoint
             )
+            stale = (
+                lifecycle.prune_checkpoints(session, self.claim.job_id, self.settings.keep_checkpoints)
+                if owned
+                else []
+            )
+        for stale_path in stale:
+            Path(stale_path).unlink(missing_ok=True)
         return reason or (None if owned else "lost")

@@ -140,6 +140,8 @@ def test_lost_worker_resumes_from_checkpoint(stack):
     assert min(p["step"] for p in resumed) > steps_per_epoch  # started after a checkpoint, not at 0
     steps = [p["step"] for p in curve if p["name"] == "train_loss"]
     assert steps == sorted(set(steps))  # the stored curve has no steps twice
+    # Only the newest checkpoints stay on disk (TRAINYARD_KEEP_CHECKPOINTS, default 3).
+    assert len(list((stack.home / "artifacts" / "jobs" / job["id"]).glob("checkpoint-*"))) == 3
 
 
 def test_worker_process_tree_leaves_no_orphans(stack):
