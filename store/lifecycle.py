@@ -129,11 +129,8 @@ def latest_checkpoint(session: Session, job_id: str, member: int = 0) -> Checkpo
 
 def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
     """Forget all but the newest `keep` checkpoints; answers the files to delete."""
-    stale = list(
-        session.scalars(
-            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch.desc()).offset(keep)
-        )
-    )
+    newest_first = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch.desc())
+    stale = list(session.scalars(newest_first.offset(keep)))
     for checkpoint in stale:
         session.delete(checkpoint)
     return [checkpoint.path for checkpoint in stale]

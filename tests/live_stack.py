@@ -27,16 +27,20 @@ CLI = [sys.executable, "-m", "trainyard.cli"]
 
 
 class LiveStack:
-    def __init__(self, home: Path, database_url: str, redis_url: str) -> None:
+    def __init__(
+        self, home: Path, database_url: str, redis_url: str, settings: dict[str, str] | None = None
+    ) -> None:
+        """`settings`: environment for the processes instead of TEST_SETTINGS (e.g. a benchmark's
+        production defaults); it may also override OMP_NUM_THREADS, which is 1 unless given."""
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = os.environ | TEST_SETTINGS | {
+        settings = TEST_SETTINGS if settings is None else settings
+        self.env = os.environ | {"OMP_NUM_THREADS": "1"} | settings | {
             "TRAINYARD_HOME": str(home),
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "PORT": str(self.port),
-            "OMP_NUM_THREADS": "1",
         }
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
         self.api_process: subprocess.Popen | None = None

@@ -1,4 +1,4 @@
-"""`trainyard up`, the embedded default behind `make run`: the README's example trains, SIGTERM leaves nothing."""
+"""`trainyard up` (behind `make run`): the README example trains, and SIGTERM leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "lenet5-sgd.json"
 def test_up_trains_the_readme_example_and_stops_cleanly(tmp_path):
     port = free_port()
     # A user's plain environment: no Redis or database named, so the stack brings its own.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINYARD_", "REDIS_URL", "DATABASE_URL"))}
+    ours = ("TRAINYARD_", "REDIS_URL", "DATABASE_URL")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env |= {"TRAINYARD_HOME": str(tmp_path / "var"), "PORT": str(port)}
     up = subprocess.Popen(
         [sys.executable, "-m", "trainyard.cli", "up"],
