@@ -1,4 +1,4 @@
-"""A real trainyard stack for tests: `trainyard api` and `trainyard worker` processes on real Redis and SQL."""
+"""A real trainyard stack for tests: `trainyard api` and `trainyard worker` processes on Redis and SQL."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ class LiveStack:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        settings = TEST_SETTINGS if settings is None else settings
-        self.env = os.environ | {"OMP_NUM_THREADS": "1"} | settings | {
+        base = os.environ | {"OMP_NUM_THREADS": "1"} | (TEST_SETTINGS if settings is None else settings)
+        self.env = base | {
             "TRAINYARD_HOME": str(home),
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
@@ -50,7 +50,9 @@ class LiveStack:
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
         log = open(self.home / log_name, "ab")
         # Own session: the test can kill a whole process tree (worker and its training child) at once.
-        return subprocess.Popen(CLI + args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            CLI + args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def start_api(self) -> None:
         self.api_process = self._spawn(["api", "--port", str(self.port)], "api.log")
