@@ -36,8 +36,6 @@ def test_up_trains_the_readme_example_and_stops_cleanly(tmp_path):
         while banner and "trainyard is up" not in banner:
             banner = up.stdout.readline()
         assert f"http://127.0.0.1:{port}" in banner
-        family = psutil.Process(up.pid).children(recursive=True)
-        assert len(family) >= 4  # redis, worker, its training process, api
 
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             assert http.get("/readyz").json() == {"status": "ready", "database": "ok", "redis": "ok"}
@@ -50,6 +48,8 @@ def test_up_trains_the_readme_example_and_stops_cleanly(tmp_path):
                 time.sleep(0.2)
         assert job["status"] == "succeeded", job["error"]
         assert (tmp_path / "var" / "trainyard.db").exists()
+        family = psutil.Process(up.pid).children(recursive=True)
+        assert len(family) >= 4  # redis, worker, its training process, api
 
         up.send_signal(signal.SIGTERM)
         assert up.wait(30) == 0
