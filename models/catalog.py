@@ -1,28 +1,52 @@
-"""What a job can choose, with defaults read from the spec models (so no number is written twice)."""
+"""What a job can choose, read from the spec models (so no number is written twice), enough to build a form.
+
+Every parameter lists its type, default, bounds (minimum, exclusive_minimum, maximum, exclusive_maximum)
+and, for a fixed set of values, its choices.
+"""
 
 from __future__ import annotations
 
+import types
 from dataclasses import asdict
-from typing import Any, get_args
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from models.cnn import ACTIVATIONS
 from models.datasets import DATASETS
 from models.optim import SCHEDULE_FORMULAS, UPDATE_RULES
-from models.presets import PRESETS
-from models.spec import DropoutMode, Init, Layer, OptimizerSpec, ScheduleSpec
+from models.presets import PRESETS, PresetInfo
+from models.spec import (
+    DropoutMode,
+    EnsembleSpec,
+    Init,
+    Layer,
+    ModelSpec,
+    OptimizerSpec,
+    RegularizationSpec,
+    ScheduleSpec,
+    TrainingSpec,
+)
+
+# pydantic's constraint names, as JSON Schema calls them (in snake case, like the rest of the API).
+BOUNDS = {"ge": "minimum", "gt": "exclusive_minimum", "le": "maximum", "lt": "exclusive_maximum"}
+JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
+PRESET_OPTIONS = ("activation", "init", "batchnorm")
 
 
 def catalog() -> dict[str, Any]:
-    """Presets, optimizers, schedules, dropout modes, datasets and layer types, JSON-ready."""
+    """Presets, optimizers, schedules, layers, datasets and the job's other blocks, JSON-ready."""
     return {
-        "presets": [asdict(p) for p in PRESETS.values()],
+        "presets": [_describe_preset(p) for p in PRESETS.values()],
         "optimizers": [_describe(cls, UPDATE_RULES) for cls in _members(OptimizerSpec)],
         "schedules": [_describe(cls, SCHEDULE_FORMULAS) for cls in _members(ScheduleSpec)],
         "layers": [_describe(cls) for cls in _members(Layer)],
         "datasets": [_describe(entry.spec, {name: entry.description}) for name, entry in DATASETS.items()],
+        "training": _params(TrainingSpec),
+        "regularization": _params(RegularizationSpec),
+        "ensemble": _params(EnsembleSpec),
         "dropout_modes": list(get_args(DropoutMode)),
         "activations": list(ACTIVATIONS),
         "inits": list(get_args(Init)),
@@ -35,17 +59,53 @@ def _members(annotated_union: Any) -> tuple[type[BaseModel], ...]:
 
 
 def _describe(cls: type[BaseModel], descriptions: dict[str, str] | None = None) -> dict[str, Any]:
-    """{"type", "description", "params": {name: {"default", "required", "description"}}} of a spec model."""
-    fields = dict(cls.model_fields)
-    kind = fields.pop("type", None) or fields.pop("name")
-    params = {
-        name: {
-            "default": None if field.default is PydanticUndefined else field.default,
-            "required": field.is_required(),
-            "description": field.description,
-        }
-        for name, field in fields.items()
-    }
-    name = get_args(kind.annotation)[0]
+    """{"type", "description", "params"} of a spec model; "type" is its discriminator's value."""
+    params = _params(cls)
+    kind = params.pop("type", None) or params.pop("name")
+    name = kind["choices"][0]
     description = (descriptions or {}).get(name) or (cls.__doc__ or "").strip() or None
     return {"type": name, "description": description, "params": params}
+
+
+def _describe_preset(preset: PresetInfo) -> dict[str, Any]:
+    """The preset and the model options it takes; an unset activation means the preset's own."""
+    fields = ModelSpec.model_fields
+    options = {name: _param(fields[name]) for name in PRESET_OPTIONS}
+    options["activation"]["default"] = preset.activation
+    return {**asdict(preset), "options": options}
+
+
+def _params(cls: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    return {name: _param(field) for name, field in cls.model_fields.items()}
+
+
+def _param(field: FieldInfo) -> dict[str, Any]:
+    """One field as a form needs it: type, nullable, default, required, description, bounds, choices."""
+    options = [a for a in _union_args(field.annotation) if a is not type(None)]
+    param: dict[str, Any] = {
+        "type": _json_type(options[0]),
+        "nullable": len(options) < len(_union_args(field.annotation)),
+        "default": None if field.default is PydanticUndefined else field.default,
+        "required": field.is_required(),
+        "description": field.description,
+    }
+    for constraint in field.metadata:  # annotated_types.Ge(ge=0), Lt(lt=1), ...
+        param |= {key: getattr(constraint, attr) for attr, key in BOUNDS.items() if hasattr(constraint, attr)}
+    choices = [value for a in options if get_origin(a) is Literal for value in get_args(a)]
+    if choices:
+        param["choices"] = choices
+    if isinstance(options[0], type) and issubclass(options[0], BaseModel):
+        param["params"] = _params(options[0])
+    return param
+
+
+def _union_args(annotation: Any) -> tuple[Any, ...]:
+    return get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+
+
+def _json_type(annotation: Any) -> str:
+    if get_origin(annotation) is Literal:
+        annotation = type(get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
+    return JSON_TYPES[get_origin(annotation) or annotation]

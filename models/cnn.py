@@ -202,13 +202,15 @@ def _initialise(model: nn.Module, scheme: str) -> None:
     """Re-initialise conv and linear weights with `scheme` and zero their biases."""
     if scheme == "default":
         return
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            if scheme == "xavier":
-                nn.init.xavier_uniform_(module.weight)
-            else:  # He et al. 2015, for ReLU networks
-                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-            nn.init.zeros_(module.bias)
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for module in layers:
+        # He et al. 2015 is for layers followed by a ReLU. The output layer has none: with the ReLU gain
+        # its logits start so large that the initial loss is ~10 instead of ln(classes) and SGD diverges.
+        if scheme == "xavier" or module is layers[-1]:
+            nn.init.xavier_uniform_(module.weight)
+        else:
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(module.bias)
 
 
 def _describe(shape: tuple[int, ...]) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -12,8 +15,18 @@ import torch.nn.functional as F
 from pydantic import BaseModel, TypeAdapter
 from sklearn.model_selection import train_test_split
 
+from models import image_files
+from models.image_files import DatasetUnavailable as DatasetUnavailable  # public here, for the API
 from models.presets import preset_input_size
-from models.spec import DatasetSpec, DigitsDataset, ModelSpec, SyntheticDataset
+from models.spec import (
+    Cifar10Dataset,
+    DatasetSpec,
+    DigitsDataset,
+    FashionMnistDataset,
+    MnistDataset,
+    ModelSpec,
+    SyntheticDataset,
+)
 
 _DATASET_SPEC = TypeAdapter(DatasetSpec)
 
@@ -43,6 +56,14 @@ class Splits:
     native_shape: tuple[int, int, int]
 
 
+class RawData(NamedTuple):
+    """A whole dataset at native size and pixel scale; the last `official_test` samples are its test set."""
+
+    x: np.ndarray
+    y: np.ndarray
+    official_test: int = 0
+
+
 @dataclass(frozen=True)
 class DatasetEntry:
     """A registered dataset: its spec, metadata from the spec alone, and a loader of raw arrays."""
@@ -51,7 +72,8 @@ class DatasetEntry:
     description: str
     native_shape: Callable[[BaseModel], tuple[int, int, int]]
     num_classes: Callable[[BaseModel], int]
-    load_raw: Callable[[BaseModel], tuple[np.ndarray, np.ndarray]]
+    load_raw: Callable[[BaseModel, Path], RawData]  # (spec, data directory)
+    from_files: bool = False  # read from the data directory, so it may be missing there
 
 
 # ---------------------------------------------------------------- raw data (cached per process)
@@ -96,11 +118,31 @@ def _synthetic_raw(
     return _read_only(x.astype(np.float32), y.astype(np.int64))
 
 
+@lru_cache(maxsize=2)
+def _files_raw(name: str, data_dir: Path) -> RawData:
+    """MNIST, Fashion-MNIST or CIFAR-10 as uint8 pixels (a quarter of float32's memory), test set last."""
+    files = image_files.locate(name, data_dir)
+    x, y, official_test = (image_files.read_cifar10 if name == "cifar10" else image_files.read_mnist)(files)
+    return RawData(*_read_only(x, y), official_test)
+
+
 def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     """Mark cached arrays read-only so no caller can change them for the next one."""
     for a in arrays:
         a.setflags(write=False)
     return arrays
+
+
+def _from_files(spec: type[BaseModel], description: str, shape: tuple[int, int, int]) -> DatasetEntry:
+    """A 10-class dataset read from its published files under the data directory."""
+    return DatasetEntry(
+        spec=spec,
+        description=f"{description} of the data directory; never downloaded",
+        native_shape=lambda s: shape,
+        num_classes=lambda s: 10,
+        load_raw=lambda s, data_dir: _files_raw(s.name, data_dir.resolve()),
+        from_files=True,
+    )
 
 
 DATASETS: dict[str, DatasetEntry] = {
@@ -109,16 +151,50 @@ DATASETS: dict[str, DatasetEntry] = {
         description="scikit-learn's 8x8 handwritten digits: 1797 images, 10 classes, pixel values 0..16",
         native_shape=lambda s: (1, 8, 8),
         num_classes=lambda s: 10,
-        load_raw=lambda s: _digits_raw(),
+        load_raw=lambda s, data_dir: RawData(*_digits_raw()),
     ),
     "synthetic": DatasetEntry(
         spec=SyntheticDataset,
         description="generated images: each class a smooth random template, shifted and noisy per sample",
         native_shape=lambda s: (s.channels, s.size, s.size),
         num_classes=lambda s: s.classes,
-        load_raw=lambda s: _synthetic_raw(s.channels, s.size, s.classes, s.samples, s.seed),
+        load_raw=lambda s, data_dir: RawData(
+            *_synthetic_raw(s.channels, s.size, s.classes, s.samples, s.seed)
+        ),
+    ),
+    "mnist": _from_files(
+        MnistDataset,
+        "MNIST handwritten digits: 60000 train + 10000 test images, 28x28 grey, 10 classes; "
+        "IDX files, raw or .gz, in MNIST/raw/ or mnist/",
+        (1, 28, 28),
+    ),
+    "fashion_mnist": _from_files(
+        FashionMnistDataset,
+        "Fashion-MNIST clothing: 60000 train + 10000 test images, 28x28 grey, 10 classes; "
+        "IDX files, raw or .gz, in FashionMNIST/raw/ or fashion_mnist/",
+        (1, 28, 28),
+    ),
+    "cifar10": _from_files(
+        Cifar10Dataset,
+        "CIFAR-10 objects: 50000 train + 10000 test images, 32x32 colour, 10 classes; "
+        "the binary version's .bin files in cifar-10-batches-bin/ or cifar10/",
+        (3, 32, 32),
     ),
 }
+
+
+def default_data_dir() -> Path:
+    """$TRAINYARD_DATA_DIR, else $TRAINYARD_HOME/data: store.settings' rule (models/ cannot import it)."""
+    if data_dir := os.environ.get("TRAINYARD_DATA_DIR"):
+        return Path(data_dir)
+    return Path(os.environ.get("TRAINYARD_HOME", "var")) / "data"
+
+
+def ensure_available(dataset_spec: BaseModel | dict, data_dir: Path | None = None) -> None:
+    """Raise DatasetUnavailable, naming the folder and files expected, unless the dataset can be read."""
+    dataset = _DATASET_SPEC.validate_python(dataset_spec)
+    if DATASETS[dataset.name].from_files:
+        image_files.locate(dataset.name, Path(data_dir or default_data_dir()))
 
 
 # ---------------------------------------------------------------- metadata, splits, preprocessing
@@ -141,21 +217,26 @@ def dataset_info(dataset_spec: BaseModel | dict, model_spec: ModelSpec | dict | 
     )
 
 
-def load_splits(dataset_spec: BaseModel | dict, model_spec: ModelSpec | dict | None = None) -> Splits:
-    """Split by `split_seed` (not the training seed), resize, and normalise with the train statistics."""
+def load_splits(
+    dataset_spec: BaseModel | dict, model_spec: ModelSpec | dict | None = None, data_dir: Path | None = None
+) -> Splits:
+    """Split by `split_seed` (not the training seed), resize, and normalise with the train statistics.
+
+    Datasets read from files are looked up in `data_dir` (default: default_data_dir()).
+    """
     dataset = _DATASET_SPEC.validate_python(dataset_spec)
     info = dataset_info(dataset, model_spec)
-    x_raw, y_raw = DATASETS[dataset.name].load_raw(dataset)
-    train_idx, val_idx, test_idx = _split_indices(y_raw, dataset)
+    raw = _load_raw(dataset, data_dir)
+    train_idx, val_idx, test_idx = _split_indices(raw.y, dataset, raw.official_test)
 
-    x = resize(torch.tensor(x_raw), info.input_shape)
-    y = torch.tensor(y_raw)
+    x = resize(torch.tensor(raw.x, dtype=torch.float32), info.input_shape)
+    y = torch.tensor(raw.y)
     train_x = x[train_idx]
     mean = train_x.mean(dim=(0, 2, 3))
     std = train_x.std(dim=(0, 2, 3), unbiased=False)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel is only centred
+    x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))  # in place: x is this dataset's biggest copy
     mean, std = mean.tolist(), std.tolist()
-    x = normalize(x, mean, std)
     return Splits(
         train=(x[train_idx], y[train_idx]),
         val=(x[val_idx], y[val_idx]),
@@ -191,25 +272,47 @@ def preprocess(x_raw, mean: list[float], std: list[float], input_shape: tuple[in
     return normalize(resize(x, input_shape), mean, std)
 
 
-def split_indices(dataset_spec: BaseModel | dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(
+    dataset_spec: BaseModel | dict, data_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices into the raw dataset of the train, val and test splits (sorted)."""
     dataset = _DATASET_SPEC.validate_python(dataset_spec)
-    _, y_raw = DATASETS[dataset.name].load_raw(dataset)
-    return _split_indices(y_raw, dataset)
+    raw = _load_raw(dataset, data_dir)
+    return _split_indices(raw.y, dataset, raw.official_test)
 
 
-def raw_arrays(dataset_spec: BaseModel | dict) -> tuple[np.ndarray, np.ndarray]:
-    """The whole dataset as read-only (x N×C×H×W float32 at native size and scale, y int64) arrays."""
-    dataset = _DATASET_SPEC.validate_python(dataset_spec)
-    return DATASETS[dataset.name].load_raw(dataset)
+def raw_arrays(dataset_spec: BaseModel | dict, data_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The whole dataset as read-only arrays: x N×C×H×W at native size and pixel scale, y int64.
+
+    x is float32, or uint8 for datasets read from files; their official test set comes last.
+    """
+    raw = _load_raw(_DATASET_SPEC.validate_python(dataset_spec), data_dir)
+    return raw.x, raw.y
 
 
-def _split_indices(y: np.ndarray, dataset: BaseModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Train/val/test indices, stratified where the class counts allow, fixed by `split_seed`."""
+def _load_raw(dataset: BaseModel, data_dir: Path | None) -> RawData:
+    return DATASETS[dataset.name].load_raw(dataset, Path(data_dir or default_data_dir()))
+
+
+def _split_indices(
+    y: np.ndarray, dataset: BaseModel, official_test: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train/val/test indices, stratified where the class counts allow, fixed by `split_seed`.
+
+    A dataset with an official test set keeps it as the test split (or a `test_fraction` share of it)
+    and carves val out of its official train set, so results compare with published ones.
+    """
     rng = np.random.RandomState(dataset.split_seed)
     n = len(y)
-    rest, test = _take(np.arange(n), y, max(1, int(n * dataset.test_fraction)), rng)
-    train, val = _take(rest, y, max(1, int(n * dataset.val_fraction)), rng)
+    if official_test:
+        rest, test = np.arange(n - official_test), np.arange(n - official_test, n)
+        if dataset.test_fraction < 1.0:
+            _, test = _take(test, y, max(1, int(official_test * dataset.test_fraction)), rng)
+        val_count = max(1, int(len(rest) * dataset.val_fraction))
+    else:
+        rest, test = _take(np.arange(n), y, max(1, int(n * dataset.test_fraction)), rng)
+        val_count = max(1, int(n * dataset.val_fraction))
+    train, val = _take(rest, y, val_count, rng)
     if dataset.train_fraction < 1.0:
         train, _ = _take(train, y, len(train) - max(1, int(len(train) * dataset.train_fraction)), rng)
     return np.sort(train), np.sort(val), np.sort(test)

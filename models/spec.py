@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "none"]
 DropoutMode = Literal["inverted", "vanilla"]
@@ -25,22 +25,37 @@ class Strict(BaseModel):
 # ---------------------------------------------------------------- dataset
 
 
-class DigitsDataset(Strict):
-    """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), shipped in the package."""
+class SplitOptions(Strict):
+    """How a dataset is resized and cut into train, val and test; the split is fixed by `split_seed`."""
 
-    name: Literal["digits"]
     image_size: int | None = Field(
         None, ge=4, le=512, description="resize to this square size; default: the model's"
     )
-    val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    val_fraction: float = Field(
+        0.15, gt=0.0, lt=0.5, description="held out for validation (from the official train set, if any)"
+    )
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="held out for the final test")
     train_fraction: float = Field(
         1.0, gt=0.0, le=1.0, description="use only this share of the training split"
     )
     split_seed: int = Field(0, ge=0, description="fixes the split, independent of the training seed")
 
 
-class SyntheticDataset(Strict):
+class OfficialSplitOptions(SplitOptions):
+    """For datasets published with their own test set: that set is the test split, val comes from train."""
+
+    test_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="evaluate on this share of the official test set"
+    )
+
+
+class DigitsDataset(SplitOptions):
+    """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), shipped in the package."""
+
+    name: Literal["digits"]
+
+
+class SyntheticDataset(SplitOptions):
     """Learnable generated images, for speed and scale tests."""
 
     name: Literal["synthetic"]
@@ -49,14 +64,30 @@ class SyntheticDataset(Strict):
     classes: int = Field(10, ge=2, le=1000)
     samples: int = Field(2000, ge=20, le=1_000_000)
     seed: int = Field(0, ge=0)
-    image_size: int | None = Field(None, ge=4, le=512)
-    val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
-    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
-    split_seed: int = Field(0, ge=0)
 
 
-DatasetSpec = Annotated[DigitsDataset | SyntheticDataset, Field(discriminator="name")]
+class MnistDataset(OfficialSplitOptions):
+    """MNIST handwritten digits (60000 + 10000 images, 28x28, 10 classes), read from the data directory."""
+
+    name: Literal["mnist"]
+
+
+class FashionMnistDataset(OfficialSplitOptions):
+    """Fashion-MNIST clothing images (60000 + 10000, 28x28, 10 classes), read from the data directory."""
+
+    name: Literal["fashion_mnist"]
+
+
+class Cifar10Dataset(OfficialSplitOptions):
+    """CIFAR-10 colour images (50000 + 10000, 3x32x32, 10 classes), read from the data directory."""
+
+    name: Literal["cifar10"]
+
+
+DatasetSpec = Annotated[
+    DigitsDataset | SyntheticDataset | MnistDataset | FashionMnistDataset | Cifar10Dataset,
+    Field(discriminator="name"),
+]
 
 
 # ---------------------------------------------------------------- model
@@ -144,19 +175,37 @@ class ModelSpec(Strict):
 
 class SGD(Strict):
     type: Literal["sgd"]
-    lr: PositiveFloat = 0.05
+    lr: PositiveFloat = Field(
+        0.3,
+        description=(
+            "learning rate; 0.3 takes LeNet-5 on digits past 95% test accuracy within 15 epochs, where the "
+            "common first try 0.1 falls short. AlexNet without batchnorm needs 0.03 or less"
+        ),
+    )
 
 
 class Momentum(Strict):
     type: Literal["momentum"]
-    lr: PositiveFloat = 0.01
+    lr: PositiveFloat = Field(
+        0.05,
+        description=(
+            "learning rate; along a steady gradient the step grows to lr/(1-mu), 10x lr at mu 0.9. "
+            "0.05 takes LeNet-5 on digits past 95% test accuracy within 15 epochs (0.01 falls short)"
+        ),
+    )
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="mu")
     momentum_ramp: MomentumRamp | None = None
 
 
 class Nesterov(Strict):
     type: Literal["nesterov"]
-    lr: PositiveFloat = 0.01
+    lr: PositiveFloat = Field(
+        0.05,
+        description=(
+            "learning rate; along a steady gradient the step grows to lr/(1-mu), 10x lr at mu 0.9. "
+            "0.05 takes LeNet-5 on digits past 95% test accuracy within 15 epochs (0.01 falls short)"
+        ),
+    )
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="mu")
     momentum_ramp: MomentumRamp | None = None
 
@@ -170,20 +219,20 @@ class MomentumRamp(Strict):
 
 class AdaGrad(Strict):
     type: Literal["adagrad"]
-    lr: PositiveFloat = 0.01
+    lr: PositiveFloat = Field(0.01, description="learning rate; the usual default (torch's too)")
     eps: PositiveFloat = 1e-7
 
 
 class RMSprop(Strict):
     type: Literal["rmsprop"]
-    lr: PositiveFloat = 0.001
+    lr: PositiveFloat = Field(0.001, description="learning rate; the usual default (Keras's)")
     decay_rate: float = Field(0.99, gt=0.0, lt=1.0)
     eps: PositiveFloat = 1e-7
 
 
 class Adam(Strict):
     type: Literal["adam"]
-    lr: PositiveFloat = 0.001
+    lr: PositiveFloat = Field(0.001, description="learning rate; the usual default (Kingma & Ba 2015)")
     beta1: float = Field(0.9, ge=0.0, lt=1.0)
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
     eps: PositiveFloat = 1e-8
@@ -243,6 +292,15 @@ class TrainingSpec(Strict):
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(64, ge=1, le=8192)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    compile: bool = Field(
+        False,
+        description=(
+            "torch.compile the network for training: about 30 s of compiling before the first step "
+            "(seconds when the worker has compiled the same network before), then steps about 1.2-1.4x "
+            "faster on the CPU; worth it for runs of minutes, not seconds. Same weights format and "
+            "results; if compiling fails the job trains eagerly instead"
+        ),
+    )
 
 
 class EnsembleSpec(Strict):
@@ -259,6 +317,16 @@ class JobSpec(Strict):
     regularization: RegularizationSpec = Field(default_factory=RegularizationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
+
+    @field_validator("regularization")
+    @classmethod
+    def _dropout_needs_a_preset(cls, regularization: RegularizationSpec, info: ValidationInfo):
+        model = info.data.get("model")  # fields validate in order: `model` is already checked
+        if model is not None and model.layers is not None and regularization.dropout > 0:
+            raise ValueError(
+                "'dropout' here applies to a preset's fc layers; a layer list takes dropout layers"
+            )
+        return regularization
 
     @field_validator("name")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,6 +13,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRAINYARD_", extra="ignore")
 
     home: Path = Field(Path("var"), description="state: SQLite database, artifacts, private Redis")
+    data_dir: Path | None = Field(
+        None, description="where mnist, fashion_mnist and cifar10 files are read from; default: home/data"
+    )
     database_url: str | None = Field(
         None, validation_alias=AliasChoices("DATABASE_URL", "TRAINYARD_DATABASE_URL")
     )
@@ -30,6 +33,13 @@ class Settings(BaseSettings):
     stream_maxlen: int = Field(100_000, ge=100, description="approximate cap of a job's Redis stream")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     keep_checkpoints: int = Field(3, ge=1, description="newest epoch checkpoints kept per job")
+
+    @model_validator(mode="after")
+    def _data_dir_under_home(self) -> Settings:
+        # The same rule as models.datasets.default_data_dir, which cannot import this module.
+        if self.data_dir is None:
+            self.data_dir = self.home / "data"
+        return self
 
     @property
     def sqlalchemy_url(self) -> str:

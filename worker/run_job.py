@@ -41,7 +41,7 @@ def run_job(job_id: str) -> str | None:
     reporter = JobReporter(claim, client, settings)
     outcome: dict = {}
     try:
-        splits = load_splits(spec.dataset, spec.model)
+        splits = load_splits(spec.dataset, spec.model, data_dir=settings.data_dir)
         result = train(
             spec,
             splits,

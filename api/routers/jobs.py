@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from api.deps import RedisDep, SessionDep, SettingsDep
 from api.schemas import CurveOut, JobOut, JobPage
 from models.cnn import ModelShapeError, inspect_model
+from models.datasets import DatasetUnavailable, ensure_available
 from models.spec import JobSpec
 from store import jobs, streams
 from store.queue import enqueue_training
@@ -33,11 +34,14 @@ def _present(job, client) -> JobOut:
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
-def submit_job(spec: JobSpec, response: Response, session: SessionDep, client: RedisDep) -> JobOut:
+def submit_job(
+    spec: JobSpec, response: Response, session: SessionDep, client: RedisDep, settings: SettingsDep
+) -> JobOut:
     try:
         # Built on the meta device: shapes and sizes are known before anything is stored or queued.
         summary = inspect_model(spec)
-    except ModelShapeError as exc:
+        ensure_available(spec.dataset, settings.data_dir)
+    except (ModelShapeError, DatasetUnavailable) as exc:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", *exc.loc), "msg": exc.message, "input": None}]
         ) from exc

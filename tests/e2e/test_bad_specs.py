@@ -128,6 +128,14 @@ BAD_SPECS = [
         ["body", "optimizer", "adam", "lr"],
     ),
     ("spec not an object", ["lenet5"], ["body"]),
+    (
+        "preset dropout on a layer list",
+        lenet_spec(
+            model={"layers": [flatten, {"type": "linear", "out_features": 10}]},
+            regularization={"dropout": 0.5},
+        ),
+        ["body", "regularization"],
+    ),
 ]
 
 
@@ -168,3 +176,11 @@ def test_catalog_lists_every_choice(api_only):
     assert {s["type"] for s in catalog["schedules"]} == {"constant", "step", "exponential", "inverse_time"}
     assert {d["type"] for d in catalog["datasets"]} >= {"digits", "synthetic"}
     assert catalog["dropout_modes"] == ["inverted", "vanilla"]
+
+
+def test_dataset_without_its_files_is_refused(api_only):
+    response = api_only.http.post("/v1/jobs", json=lenet_spec(dataset={"name": "mnist"}))
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "dataset", "name"]
+    assert "train-images-idx3-ubyte" in error["msg"]
