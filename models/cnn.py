@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.datasets import dataset_info
 from models.dropout import Dropout
 from models.presets import preset_layers
-from models.spec import JobSpec, Layer, ModelSpec, RegularizationSpec
+from models.spec import JobSpec, Layer, ModelSpec, RegularizationSpec, SpecError
 
 META = torch.device("meta")
 
@@ -24,16 +24,8 @@ ACTIVATIONS = {
 }
 
 
-class ModelShapeError(ValueError):
-    """An architecture that cannot run on its input; `loc` is the field path inside the JobSpec."""
-
-    def __init__(self, loc: tuple, message: str):
-        super().__init__(message)
-        self.loc = tuple(loc)
-        self.message = message
-
-    def __reduce__(self):  # picklable across processes (e.g. a worker's error report)
-        return type(self), (self.loc, self.message)
+class ModelShapeError(SpecError):
+    """An architecture that cannot run on its input."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.spec import SpecError
+
 IDX_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -29,16 +31,8 @@ FOLDERS = {
 }
 
 
-class DatasetUnavailable(ValueError):
-    """A dataset's files are missing or unreadable; `loc` is the field path inside the JobSpec."""
-
-    def __init__(self, loc: tuple, message: str):
-        super().__init__(message)
-        self.loc = tuple(loc)
-        self.message = message
-
-    def __reduce__(self):  # picklable across processes (e.g. a worker's error report)
-        return type(self), (self.loc, self.message)
+class DatasetUnavailable(SpecError):
+    """A dataset's files are missing or unreadable."""
 
 
 def locate(name: str, data_dir: Path) -> dict[str, Path]:

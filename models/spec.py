@@ -16,6 +16,18 @@ DropProbability = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 
 
+class SpecError(ValueError):
+    """A spec that is well-formed but cannot run; `loc` is the field path inside the JobSpec."""
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc = tuple(loc)
+        self.message = message
+
+    def __reduce__(self):  # picklable across processes (e.g. a worker's error report)
+        return type(self), (self.loc, self.message)
+
+
 class Strict(BaseModel):
     """Unknown fields are refused everywhere: a typo must not silently train something else."""
 

@@ -10,9 +10,9 @@ from fastapi.exceptions import RequestValidationError
 
 from api.deps import RedisDep, SessionDep, SettingsDep
 from api.schemas import CurveOut, JobOut, JobPage
-from models.cnn import ModelShapeError, inspect_model
-from models.datasets import DatasetUnavailable, ensure_available
-from models.spec import JobSpec
+from models.cnn import inspect_model
+from models.datasets import ensure_available
+from models.spec import JobSpec, SpecError
 from store import jobs, streams
 from store.queue import enqueue_training
 
@@ -41,7 +41,7 @@ def submit_job(
         # Built on the meta device: shapes and sizes are known before anything is stored or queued.
         summary = inspect_model(spec)
         ensure_available(spec.dataset, settings.data_dir)
-    except (ModelShapeError, DatasetUnavailable) as exc:
+    except SpecError as exc:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", *exc.loc), "msg": exc.message, "input": None}]
         ) from exc
