@@ -31,16 +31,17 @@ def run_job(job_id: str) -> str | None:
 
     client = streams.get_redis()
     spec = JobSpec.model_validate(claim.spec)
-    resume = load_checkpoint(Path(checkpoint.path)) if checkpoint else None
-    log.info(
-        "job %s: attempt %d%s",
-        job_id,
-        claim.attempt,
-        f", resuming after epoch {resume.epoch}" if resume else "",
-    )
     reporter = JobReporter(claim, client, settings)
     outcome: dict = {}
     try:
+        # Inside the try: an unreadable checkpoint fails the job with its reason, not as a lost worker.
+        resume = load_checkpoint(Path(checkpoint.path)) if checkpoint else None
+        log.info(
+            "job %s: attempt %d%s",
+            job_id,
+            claim.attempt,
+            f", resuming after epoch {resume.epoch}" if resume else "",
+        )
         splits = load_splits(spec.dataset, spec.model, data_dir=settings.data_dir)
         result = train(
             spec,
