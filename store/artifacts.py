@@ -39,11 +39,6 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return _read(path)
 
 
-def read_weights_meta(path: Path) -> dict[str, Any]:
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads((f.metadata() or {}).get(META_KEY, "{}"))
-
-
 @dataclass
 class TrainingState:
     """Everything a resumed attempt needs to continue exactly where the last one stopped."""

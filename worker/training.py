@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -75,7 +75,7 @@ class TrainResult:
     metrics: dict[str, float]
     steps: int
     seconds: float
-    engine: EngineFeatures = field(default_factory=lambda: EngineFeatures(False, False, False))
+    engine: EngineFeatures
 
 
 def pick_device(preference: str = "auto") -> torch.device:
