@@ -52,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--optimizer", choices=("sgd", "momentum"), default="momentum")
     parser.add_argument("--compile", action="store_true", help="also time the engine with torch.compile")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides train there)")
     return parser.parse_args()
 
 
@@ -79,7 +80,7 @@ OPTIMIZERS = {
 # The lr decays by GAMMA every epoch (mnist/main.py's StepLR default): both runs settle, so their test
 # accuracies agree although they shuffle differently.
 GAMMA = 0.7
-DEVICE = torch.device("cpu")
+DEVICE = torch.device(ARGS.device)
 
 
 def job_spec(epochs: int, compile: bool = False) -> JobSpec:
@@ -137,6 +138,7 @@ def run_loop(spec: JobSpec, splits: Splits) -> tuple[float, float]:
         batch_size=spec.training.batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(spec.training.seed),
+        pin_memory=DEVICE.type == "cuda",  # as mnist/main.py does on CUDA
     )
     val_loader = DataLoader(TensorDataset(*splits.val), batch_size=1000)
     test_loader = DataLoader(TensorDataset(*splits.test), batch_size=1000)
@@ -158,6 +160,10 @@ def run_engine(spec: JobSpec, splits: Splits, channels_last: bool | None = None)
     return time.perf_counter() - started, result.metrics["test_acc"], result.engine
 
 
+def device_name() -> str:
+    return torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
+
+
 def main() -> None:
     torch.set_num_threads(ARGS.threads)
     epochs = ARGS.epochs or (QUICK_EPOCHS if ARGS.quick else FULL_EPOCHS)
@@ -167,7 +173,7 @@ def main() -> None:
     print(
         f"job: lenet5 on digits ({len(splits.train[0])} train images, {splits.input_shape[1]}x"
         f"{splits.input_shape[2]}), {ARGS.optimizer} {OPTIMIZERS[ARGS.optimizer]}, epochs {epochs}, "
-        f"batch {ARGS.batch_size}, seed 0, device cpu, torch {torch.__version__}, "
+        f"batch {ARGS.batch_size}, seed 0, device {device_name()}, torch {torch.__version__}, "
         f"threads {ARGS.threads} ({os.cpu_count()} cores), {rounds} rounds"
     )
 
