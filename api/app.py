@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.routers import catalog, health, jobs, runs
+from api.routers import catalog, ensembles, health, jobs, runs
 
 
 def create_app() -> FastAPI:
@@ -16,5 +16,6 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(runs.router)
+    app.include_router(ensembles.router)
     app.include_router(catalog.router)
     return app

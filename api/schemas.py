@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from store.tables import Job, Run
+from store.tables import Ensemble, Job, Run
 
 
 class UtcModel(BaseModel):
@@ -52,9 +52,22 @@ class RunOut(UtcModel):
         )
 
 
+class MemberOut(BaseModel):
+    """One member of an ensemble job: itself a job, readable at /v1/jobs/{id}."""
+
+    id: str
+    member: int
+    status: str
+    progress: Progress
+    metrics: dict[str, Any]
+    attempts: int
+    error: str | None
+
+
 class JobOut(UtcModel):
     id: str
     name: str
+    kind: str = Field(description='"train" (one model) or "ensemble" (members, then an ensemble)')
     status: str
     spec: dict[str, Any]
     summary: dict[str, Any]
@@ -63,15 +76,29 @@ class JobOut(UtcModel):
     attempts: int
     error: str | None
     runs: list[RunOut]
+    parent_id: str | None = Field(None, description="the ensemble job this job is a member of")
+    member: int = 0
+    strategy: str | None = Field(None, description="how an ensemble job's members train")
+    members: list[MemberOut] = Field(default_factory=list, description="an ensemble job's members")
+    ensemble_id: str | None = Field(None, description="the ensemble an ensemble job built")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, job: Job, live_progress: dict[str, float] | None = None) -> JobOut:
+    def of(
+        cls,
+        job: Job,
+        live_progress: dict[str, float] | None = None,
+        *,
+        runs: list[Run] | None = None,
+        members: list[MemberOut] = (),
+        ensemble_id: str | None = None,
+    ) -> JobOut:
         return cls(
             id=job.id,
             name=job.name,
+            kind=job.kind,
             status=job.status,
             spec=job.spec,
             summary=job.summary,
@@ -79,7 +106,12 @@ class JobOut(UtcModel):
             metrics=job.metrics,
             attempts=job.attempts,
             error=job.error,
-            runs=[RunOut.of(run) for run in job.runs],
+            runs=[RunOut.of(run) for run in (job.runs if runs is None else runs)],
+            parent_id=job.parent_id,
+            member=job.member,
+            strategy=job.strategy,
+            members=list(members),
+            ensemble_id=ensemble_id,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
@@ -103,3 +135,76 @@ class CurvePoint(BaseModel):
 class CurveOut(BaseModel):
     points: list[CurvePoint]
     last_id: str | None
+
+
+# ---------------------------------------------------------------- ensembles
+
+
+class MemberRefIn(BaseModel):
+    """A stored model: a run's final weights, its averaged weights, or its checkpoint after an epoch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str = Field(min_length=1, max_length=64)
+    epoch: int | None = Field(None, ge=1, description="a snapshot: the run's checkpoint after this epoch")
+    averaged: bool = Field(False, description="the run's Polyak or EMA weights (param_averaging)")
+
+
+class EnsembleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    members: list[str | MemberRefIn] = Field(
+        min_length=1, max_length=64, description="run ids, or {run_id, epoch | averaged} objects"
+    )
+    method: Literal["mean_probs", "mean_logits", "weights"] = Field(
+        "mean_probs",
+        description="mean_probs: average of the members' softmax outputs; mean_logits: softmax of the "
+        "average logits; weights: one network with the members' averaged parameters (same architecture "
+        "only; batch-norm statistics recomputed)",
+    )
+    name: str | None = Field(None, min_length=1, max_length=120)
+
+    def refs(self) -> list[dict[str, Any]]:
+        return [
+            {"run_id": m, "epoch": None, "averaged": False} if isinstance(m, str) else m.model_dump()
+            for m in self.members
+        ]
+
+
+class EnsembleOut(UtcModel):
+    id: str
+    name: str
+    method: str
+    members: list[dict[str, Any]]
+    job_id: str | None
+    status: str = Field(description="building (being evaluated on a worker), ready or failed")
+    evaluation: dict[str, Any] | None = Field(
+        None,
+        description="on the test split: member_accuracies, mean_member_accuracy, ensemble_accuracy, "
+        "gain, member_nll, mean_member_nll, ensemble_nll, test_samples",
+    )
+    error: str | None
+    predict_url: str
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, ensemble: Ensemble) -> EnsembleOut:
+        return cls(
+            id=ensemble.id,
+            name=ensemble.name,
+            method=ensemble.method,
+            members=ensemble.members,
+            job_id=ensemble.job_id,
+            status=ensemble.status,
+            evaluation=ensemble.evaluation,
+            error=ensemble.error,
+            predict_url=f"/v1/ensembles/{ensemble.id}/predict",
+            created_at=ensemble.created_at,
+            finished_at=ensemble.finished_at,
+        )
+
+
+class PredictionOut(BaseModel):
+    probs: list[list[float]] = Field(description="N×classes")
+    labels: list[int]

@@ -316,9 +316,38 @@ class TrainingSpec(Strict):
     )
 
 
+MAX_MEMBERS = 32
+
+
 class EnsembleSpec(Strict):
-    members: int = Field(1, ge=1, le=1)  # issue 4 lifts this once members fan out
-    param_averaging: Literal["none"] = "none"
+    """Independent members (seeds `training.seed + k`) and parameter averaging within each run."""
+
+    members: int = Field(
+        1,
+        ge=1,
+        le=MAX_MEMBERS,
+        description="train this many members, member k with seed training.seed + k; more than one makes "
+        "an ensemble (method mean_probs) when all have finished",
+    )
+    strategy: Literal["auto", "fanout", "vmap", "sequential"] = Field(
+        "auto",
+        description="how members train: fanout (one task per member, in parallel on as many workers), "
+        "vmap (all in one task, vectorized with torch.func), sequential (one task, one after another); "
+        "auto picks the faster for the worker's device and the job's batch size",
+    )
+    param_averaging: Literal["none", "polyak", "ema"] = Field(
+        "none",
+        description="also keep averaged weights (torch.optim.swa_utils.AveragedModel): polyak, the "
+        "plain mean of the weights after every step from averaging_start_epoch; ema, an exponential "
+        "moving average with ema_decay",
+    )
+    ema_decay: float = Field(0.999, gt=0.0, lt=1.0, description="for ema: the weight kept each step")
+    averaging_start_epoch: int | None = Field(
+        None, ge=0, description="first epoch averaged; default: half the epochs for polyak, 0 for ema"
+    )
+
+    def member_seed(self, base_seed: int, member: int) -> int:
+        return base_seed + member
 
 
 class JobSpec(Strict):
@@ -341,6 +370,17 @@ class JobSpec(Strict):
             )
         return regularization
 
+    @field_validator("ensemble")
+    @classmethod
+    def _averaging_starts_in_time(cls, ensemble: EnsembleSpec, info: ValidationInfo):
+        training = info.data.get("training")
+        start = ensemble.averaging_start_epoch
+        if training is not None and start is not None and start >= training.epochs:
+            raise ValueError(
+                f"averaging_start_epoch {start} is not before the last epoch (epochs: {training.epochs})"
+            )
+        return ensemble
+
     @field_validator("name")
     @classmethod
     def _printable(cls, name: str | None) -> str | None:
@@ -351,6 +391,17 @@ class JobSpec(Strict):
     @property
     def display_name(self) -> str:
         return self.name or f"{self.model.arch or 'custom'}-{self.optimizer.type}"
+
+    def member_spec(self, member: int) -> JobSpec:
+        """What member `member` of an ensemble job trains: one model, with the member's own seed."""
+        seed = self.ensemble.member_seed(self.training.seed, member)
+        return self.model_copy(
+            update={
+                "name": f"{self.display_name[:110]} #{member}",
+                "training": self.training.model_copy(update={"seed": seed}),
+                "ensemble": self.ensemble.model_copy(update={"members": 1}),
+            }
+        )
 
 
 Momentum.model_rebuild()

@@ -39,6 +39,45 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return _read(path)
 
 
+def read_meta(path: Path) -> dict[str, Any]:
+    """A weights file's metadata alone: safetensors keeps it in the header, so no tensor is read."""
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+
+
+def read_shapes(path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The file's tensors (those under `prefix`, which is removed) as meta-device tensors: shapes and
+    dtypes from the header, no data read."""
+    with safe_open(str(path), framework="pt") as f:
+        return {
+            key.removeprefix(prefix): torch.empty(
+                f.get_slice(key).get_shape(), dtype=_DTYPES[f.get_slice(key).get_dtype()], device="meta"
+            )
+            for key in f.keys()
+            if key.startswith(prefix)
+        }
+
+
+_DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def load_checkpoint_model(path: Path) -> dict[str, torch.Tensor]:
+    """The model's tensors of a checkpoint (a snapshot), without its optimizer state."""
+    with safe_open(str(path), framework="pt") as f:
+        return {k.removeprefix("model."): f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
+
+
 @dataclass
 class TrainingState:
     """Everything a resumed attempt needs to continue exactly where the last one stopped."""

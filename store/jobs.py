@@ -10,14 +10,41 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from store.tables import CurvePoint, Job, Run, utcnow
+from models.spec import JobSpec
+from store.tables import TERMINAL, CurvePoint, Job, Run, utcnow
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+__all__ = ["TERMINAL"]  # re-exported: the API reads it from here
 
 
-def create_job(session: Session, *, name: str, spec: dict[str, Any], summary: dict[str, Any]) -> Job:
-    job = Job(name=name, spec=spec, summary=summary, status="queued", progress={}, metrics={})
+def create_job(session: Session, spec: JobSpec, summary: dict[str, Any]) -> Job:
+    """A job row; an ensemble job also gets one child "train" job per member, all queued together."""
+    members = spec.ensemble.members
+    job = Job(
+        name=spec.display_name,
+        spec=spec.model_dump(mode="json"),
+        summary=summary,
+        status="queued",
+        kind="ensemble" if members > 1 else "train",
+        progress={},
+        metrics={},
+    )
     session.add(job)
+    session.flush()
+    for member in range(members if members > 1 else 0):
+        member_spec = spec.member_spec(member)
+        session.add(
+            Job(
+                name=member_spec.display_name,
+                spec=member_spec.model_dump(mode="json"),
+                summary=summary,
+                status="queued",
+                kind="train",
+                parent_id=job.id,
+                member=member,
+                progress={},
+                metrics={},
+            )
+        )
     session.flush()
     return job
 
@@ -52,7 +79,13 @@ def list_jobs(
     session: Session, *, status: str | None, limit: int, cursor: str | None
 ) -> tuple[list[Job], str | None]:
     """Newest first, keyset-paginated so pages stay stable while jobs are added."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    # Members of an ensemble job are listed with it, not beside it.
+    query = (
+        select(Job)
+        .where(Job.parent_id.is_(None))
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit + 1)
+    )
     if status:
         query = query.where(Job.status == status)
     if cursor:
@@ -65,21 +98,42 @@ def list_jobs(
     return jobs[:limit], next_cursor
 
 
-def cancel_queued(session: Session, job_id: str) -> bool:
-    """A queued job is cancelled at once; the worker that later receives it skips it."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
-    )
-    return result.rowcount == 1
+def cancel_queued(session: Session, job_ids: list[str]) -> list[str]:
+    """Queued jobs are cancelled at once; the worker that later receives one skips it. Answers which were."""
+    cancelled = []
+    for job_id in job_ids:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+        )
+        if result.rowcount == 1:
+            cancelled.append(job_id)
+    return cancelled
 
 
-def request_cancel_running(session: Session, job_id: str) -> bool:
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True)
-    )
-    return result.rowcount == 1
+def request_cancel_running(session: Session, job_ids: list[str]) -> list[str]:
+    """Running jobs are flagged; their training loops stop at the next flush. Answers which were."""
+    flagged = []
+    for job_id in job_ids:
+        result = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True)
+        )
+        if result.rowcount == 1:
+            flagged.append(job_id)
+    return flagged
+
+
+def member_jobs(session: Session, job_id: str) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.member)))
+
+
+def runs_of(session: Session, job: Job) -> list[Run]:
+    """A job's trained models: its own run, or for an ensemble job its members' runs."""
+    if job.kind != "ensemble":
+        return list(job.runs)
+    query = select(Run).join(Job, Run.job_id == Job.id).where(Job.parent_id == job.id).order_by(Job.member)
+    return list(session.scalars(query))
 
 
 def stored_points(session: Session, job_id: str) -> list[dict[str, Any]]:

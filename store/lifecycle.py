@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from store.tables import Checkpoint, CurvePoint, Job, Run, utcnow
+from store.tables import TERMINAL, Checkpoint, CurvePoint, Job, Run, utcnow
 
 
 def worker_identity() -> str:
@@ -27,6 +27,7 @@ class Claim:
     job_id: str
     attempt: int
     spec: dict[str, Any]
+    member: int = 0  # which member of its ensemble job, if it is one
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -84,7 +85,7 @@ def claim(session: Session, job_id: str, lease_s: float) -> Claim | None:
     )
     if result.rowcount != 1:
         return None
-    return Claim(job_id=job_id, attempt=attempt, spec=job.spec)
+    return Claim(job_id=job_id, attempt=attempt, spec=job.spec, member=job.member)
 
 
 def heartbeat(session: Session, claim: Claim) -> str | None:
@@ -191,12 +192,15 @@ def finish(
     return True
 
 
-def queued_job_ids(session: Session) -> list[str]:
-    return list(session.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at)))
+def queued_jobs(session: Session) -> list[tuple[str, str]]:
+    """(id, kind) of every queued job, oldest first."""
+    query = select(Job.id, Job.kind).where(Job.status == "queued").order_by(Job.created_at)
+    return [(job_id, kind) for job_id, kind in session.execute(query)]
 
 
 def find_lost_jobs(session: Session, lease_s: float) -> list[Job]:
-    running = session.scalars(select(Job).where(Job.status == "running"))
+    # An ensemble job trains nothing itself and has no heartbeat: its members are the jobs that get lost.
+    running = session.scalars(select(Job).where(Job.status == "running", Job.kind == "train"))
     return [job for job in running if is_lost(job, lease_s)]
 
 
@@ -220,3 +224,75 @@ def recover(session: Session, job: Job, max_attempts: int) -> str | None:
         .values(**values)
     )
     return values["status"] if result.rowcount == 1 else None
+
+
+# ---------------------------------------------------------------- ensemble jobs
+
+
+def start_ensemble(session: Session, job_id: str, strategy: str) -> list[str] | None:
+    """Mark an ensemble job running with its strategy; answers its members still queued.
+
+    None when the job has ended (cancelled, say). A redelivered ensemble task finds it running already
+    and picks up whichever members are still queued.
+    """
+    job = session.get(Job, job_id)
+    if job is None or job.status not in ("queued", "running") or job.cancel_requested:
+        return None
+    if job.status == "queued":
+        now = utcnow()
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(status="running", strategy=strategy, attempts=Job.attempts + 1, started_at=now)
+        )
+        if result.rowcount != 1:
+            return None
+    query = select(Job.id).where(Job.parent_id == job_id, Job.status == "queued").order_by(Job.member)
+    return list(session.scalars(query))
+
+
+def ensembles_to_finish(session: Session, quiet_s: float) -> list[str]:
+    """Ensemble jobs whose members have all ended and that nobody has tried to finish for `quiet_s`.
+
+    The members' chord normally finishes an ensemble job as soon as its last member ends; this is the
+    safety net for when it cannot (its worker died, the broker lost the chord). Each job found is claimed
+    by a compare-and-set on its `heartbeat_at`, so several workers' recovery loops never all finish it.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=quiet_s)
+    parents = session.scalars(
+        select(Job).where(Job.kind == "ensemble", Job.status.in_(("queued", "running")))
+    ).all()
+    ready = []
+    for parent in parents:
+        members = session.execute(select(Job.status, Job.finished_at).where(Job.parent_id == parent.id)).all()
+        if any(status not in TERMINAL for status, _ in members):
+            continue
+        moments = [_aware(finished) for _, finished in members] + [_aware(parent.heartbeat_at)]
+        if any(moment is not None and moment > cutoff for moment in moments):
+            continue
+        unchanged = (
+            Job.heartbeat_at.is_(None)
+            if parent.heartbeat_at is None
+            else Job.heartbeat_at == parent.heartbeat_at
+        )
+        claimed = session.execute(update(Job).where(Job.id == parent.id, unchanged).values(heartbeat_at=now))
+        if claimed.rowcount == 1:
+            ready.append(parent.id)
+    return ready
+
+
+def touch(session: Session, job_id: str) -> None:
+    """An ensemble job being finished: keeps the recovery loops from finishing it too meanwhile."""
+    session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+
+
+def end_ensemble_job(
+    session: Session, job_id: str, *, status: str, metrics: dict[str, Any], error: str | None = None
+) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+        .values(status=status, metrics=metrics, error=error, finished_at=utcnow(), owner=None)
+    )
+    return result.rowcount == 1

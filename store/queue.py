@@ -8,12 +8,17 @@ from celery import Celery
 
 from store.settings import Settings, get_settings
 
-TRAIN_TASK = "trainyard.train"
+TRAIN_TASK = "trainyard.train"  # one model: a job of kind "train"
+ENSEMBLE_TASK = "trainyard.ensemble"  # a job of kind "ensemble": choose a strategy, train the members
+FINISH_ENSEMBLE_TASK = "trainyard.finish_ensemble"  # once the members have ended: build, evaluate, finish
+BUILD_ENSEMBLE_TASK = "trainyard.build_ensemble"  # an ensemble of stored runs: average, evaluate
 QUEUE = "trainyard"
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("trainyard", broker=settings.redis_url)
+    # The result backend exists for chords: an ensemble's members report to it, and the last one to end
+    # triggers the ensemble's finish. Other tasks store nothing there.
+    app = Celery("trainyard", broker=settings.redis_url, backend=settings.redis_url)
     transport_options = {"visibility_timeout": settings.visibility_timeout}
     app.conf.update(
         task_default_queue=QUEUE,
@@ -29,6 +34,7 @@ def make_celery(settings: Settings) -> Celery:
         visibility_timeout=settings.visibility_timeout,
         task_time_limit=settings.max_job_seconds,
         task_ignore_result=True,
+        result_expires=settings.visibility_timeout,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
@@ -43,3 +49,15 @@ def producer() -> Celery:
 
 def enqueue_training(job_id: str) -> None:
     producer().send_task(TRAIN_TASK, args=[job_id], queue=QUEUE)
+
+
+def enqueue_job(job_id: str, kind: str) -> None:
+    producer().send_task(ENSEMBLE_TASK if kind == "ensemble" else TRAIN_TASK, args=[job_id], queue=QUEUE)
+
+
+def enqueue_finish_ensemble(job_id: str) -> None:
+    producer().send_task(FINISH_ENSEMBLE_TASK, args=[job_id], queue=QUEUE)
+
+
+def enqueue_build_ensemble(ensemble_id: str) -> None:
+    producer().send_task(BUILD_ENSEMBLE_TASK, args=[ensemble_id], queue=QUEUE)

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     keep_checkpoints: int = Field(3, ge=1, description="newest epoch checkpoints kept per job")
 
+    # Predictions served by the API.
+    max_predict_batch: int = Field(1024, ge=1, description="most inputs in one predict request (else 413)")
+    max_predict_bytes: int = Field(
+        64 * 2**20, ge=1024, description="largest predict request body in bytes (else 413)"
+    )
+    predictor_cache_mb: int = Field(256, ge=1, description="memory for ensembles kept loaded by the API")
+
     @model_validator(mode="after")
     def _data_dir_under_home(self) -> Settings:
         # The same rule as models.datasets.default_data_dir, which cannot import this module.

@@ -1,4 +1,4 @@
-"""ORM tables: jobs, runs, curve points, checkpoints."""
+"""ORM tables: jobs, runs, curve points, checkpoints, ensembles."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# A job in one of these states has ended for good.
+TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def utcnow() -> datetime:
@@ -40,8 +43,15 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
     owner: Mapped[str | None] = mapped_column(String(200))  # host:pid of the worker running it
+    # "train": one model trained by a worker. "ensemble": several members, each a child "train" job
+    # (parent_id, member), and an ensemble built from them once all have finished.
+    kind: Mapped[str] = mapped_column(String(16), default="train", server_default="train")
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    member: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    strategy: Mapped[str | None] = mapped_column(String(16))  # how an ensemble's members were trained
 
     runs: Mapped[list[Run]] = relationship(back_populates="job", order_by="Run.member")
+    children: Mapped[list[Job]] = relationship(order_by="Job.member")
 
 
 class Run(Base):
@@ -56,9 +66,30 @@ class Run(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     test_acc: Mapped[float | None] = mapped_column(Float)
     weights_path: Mapped[str] = mapped_column(Text)
+    # Polyak or EMA weights of the same run (param_averaging), when the job asked for them.
+    averaged_weights_path: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="runs")
+
+
+class Ensemble(Base):
+    """Stored runs (or their snapshots) combined into one predictor, and how well it does."""
+
+    __tablename__ = "ensembles"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(120))
+    method: Mapped[str] = mapped_column(String(16))
+    # [{"run_id", "epoch" (a checkpoint snapshot) or null, "averaged": bool}], in the order given.
+    members: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="building")  # building, ready, failed
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    weights_path: Mapped[str | None] = mapped_column(Text)  # method "weights": the averaged model
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
 
 
 class CurvePoint(Base):

@@ -68,8 +68,8 @@ class LiveStack:
             time.sleep(0.2)
         raise TimeoutError(f"the API did not start:\n{self.log('api.log')}")
 
-    def start_worker(self) -> subprocess.Popen:
-        worker = self._spawn(["worker", "--concurrency", "1"], f"worker-{len(self.workers)}.log")
+    def start_worker(self, concurrency: int = 1) -> subprocess.Popen:
+        worker = self._spawn(["worker", "--concurrency", str(concurrency)], f"worker-{len(self.workers)}.log")
         self.workers.append(worker)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

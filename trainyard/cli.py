@@ -60,6 +60,9 @@ def worker(
         visible = os.environ.get("CUDA_VISIBLE_DEVICES") or ",".join(str(i) for i in range(gpus))
         os.environ["TRAINYARD_GPUS"] = visible
     n = concurrency or gpus or 1
+    if not gpus and "OMP_NUM_THREADS" not in os.environ:
+        # CPU training processes share the cores: each takes its share instead of all contending for all.
+        os.environ["TRAINYARD_THREADS_PER_PROCESS"] = str(max(1, (os.cpu_count() or 1) // n))
     from worker.celery_app import app as celery_app
 
     celery_app.worker_main(["worker", f"--loglevel={loglevel}", f"--concurrency={n}", "--pool=prefork"])

@@ -34,6 +34,11 @@ def _init_training_process(**_) -> None:
     if gpus:
         index = (current_process().index or 0) % len(gpus.split(","))
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus.split(",")[index]
+    threads = os.environ.get("TRAINYARD_THREADS_PER_PROCESS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
 
 
 @worker_ready.connect

@@ -1,4 +1,4 @@
-"""Requeue jobs whose worker was lost; fail those that have used their attempts."""
+"""Requeue jobs whose worker was lost, fail those that have used their attempts, finish stalled ensembles."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 from store import lifecycle
 from store.db import session_scope
-from store.queue import enqueue_training
+from store.queue import enqueue_finish_ensemble, enqueue_job, enqueue_training
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 def recover_lost_jobs(settings: Settings) -> list[str]:
     requeued = []
     with session_scope() as session:
+        to_finish = lifecycle.ensembles_to_finish(session, settings.lease_s)
         for job in lifecycle.find_lost_jobs(session, settings.lease_s):
             status = lifecycle.recover(session, job, settings.max_attempts)
             if status:
@@ -23,6 +24,9 @@ def recover_lost_jobs(settings: Settings) -> list[str]:
                 requeued.append(job.id)
     for job_id in requeued:
         enqueue_training(job_id)
+    for job_id in to_finish:
+        log.warning("ensemble job %s: all members ended but the job did not; finishing it", job_id)
+        enqueue_finish_ensemble(job_id)
     return requeued
 
 
@@ -32,7 +36,7 @@ def requeue_queued_jobs() -> list[str]:
     Duplicates are harmless: only one delivery can claim a job.
     """
     with session_scope() as session:
-        job_ids = lifecycle.queued_job_ids(session)
-    for job_id in job_ids:
-        enqueue_training(job_id)
-    return job_ids
+        queued = lifecycle.queued_jobs(session)
+    for job_id, kind in queued:
+        enqueue_job(job_id, kind)
+    return [job_id for job_id, _ in queued]

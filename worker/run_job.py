@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import traceback
 from pathlib import Path
+from typing import Any
 
-from models.datasets import load_splits
+import redis
+
+from models.datasets import Splits, load_splits
 from models.spec import JobSpec
 from store import lifecycle, streams
-from store.artifacts import job_dir, load_checkpoint, save_weights
+from store.artifacts import TrainingState, job_dir, load_checkpoint, save_weights
 from store.db import session_scope
-from store.settings import get_settings
+from store.lifecycle import Claim
+from store.settings import Settings, get_settings
 from store.tables import Run
 from worker.reporting import JobReporter
-from worker.training import Diverged, Stopped, pick_device, train
+from worker.training import Diverged, Stopped, TrainResult, pick_device, train
 
 log = logging.getLogger(__name__)
 
@@ -22,26 +26,22 @@ log = logging.getLogger(__name__)
 def run_job(job_id: str) -> str | None:
     """Answers the job's new status, or None when this delivery had nothing to do."""
     settings = get_settings()
-    with session_scope() as session:
-        claim = lifecycle.claim(session, job_id, settings.lease_s)
-        checkpoint = lifecycle.latest_checkpoint(session, job_id) if claim else None
+    claim = claim_job(job_id, settings)
     if claim is None:
         log.info("job %s: not claimable (finished, cancelled or owned by a live worker)", job_id)
         return None
+    return train_claimed(claim)
 
+
+def train_claimed(claim: Claim) -> str | None:
+    """Train a claimed attempt to its end: succeeded, failed, cancelled, or lost (None)."""
+    settings = get_settings()
     client = streams.get_redis()
     spec = JobSpec.model_validate(claim.spec)
     reporter = JobReporter(claim, client, settings)
-    outcome: dict = {}
     try:
         # Inside the try: an unreadable checkpoint fails the job with its reason, not as a lost worker.
-        resume = load_checkpoint(Path(checkpoint.path)) if checkpoint else None
-        log.info(
-            "job %s: attempt %d%s",
-            job_id,
-            claim.attempt,
-            f", resuming after epoch {resume.epoch}" if resume else "",
-        )
+        resume = resume_state(claim)
         splits = load_splits(spec.dataset, spec.model, data_dir=settings.data_dir)
         result = train(
             spec,
@@ -52,34 +52,82 @@ def run_job(job_id: str) -> str | None:
             report_every=settings.report_every,
             attempt=claim.attempt,
         )
-    except Stopped as stop:
-        if stop.reason == "lost":
-            log.warning("job %s: attempt %d lost its lease; another worker owns it", job_id, claim.attempt)
-            return None
-        outcome = {"status": "cancelled"}
-    except Diverged as diverged:
-        outcome = {"status": "failed", "error": str(diverged)}
-    except Exception as exc:  # a bug or bad data: the job fails with the reason, the worker lives on
-        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:
+        outcome = failure_outcome(claim, exc)
     else:
-        weights = job_dir(settings.artifacts_dir, job_id) / "member-0.safetensors"
-        save_weights(weights, result.model.state_dict(), rebuild_info(spec, splits, job_id, member=0))
-        run = Run(
-            job_id=job_id,
-            member=0,
-            seed=spec.training.seed,
-            metrics=result.metrics,
-            test_acc=result.metrics["test_acc"],
-            weights_path=str(weights),
-        )
-        outcome = {"status": "succeeded", "metrics": result.metrics, "runs": [run]}
+        outcome = success_outcome(claim, spec, splits, result, settings)
+    return end_attempt(claim, client, outcome)
 
-    curve = streams.read_points(client, job_id)
+
+def claim_job(job_id: str, settings: Settings) -> Claim | None:
+    with session_scope() as session:
+        return lifecycle.claim(session, job_id, settings.lease_s)
+
+
+def resume_state(claim: Claim) -> TrainingState | None:
+    with session_scope() as session:
+        checkpoint = lifecycle.latest_checkpoint(session, claim.job_id)
+        path = Path(checkpoint.path) if checkpoint else None
+    resume = load_checkpoint(path) if path else None
+    log.info(
+        "job %s: attempt %d%s",
+        claim.job_id,
+        claim.attempt,
+        f", resuming after epoch {resume.epoch}" if resume else "",
+    )
+    return resume
+
+
+def failure_outcome(claim: Claim, exc: Exception) -> dict[str, Any] | None:
+    """How an attempt that raised ends; None when it lost its lease (another worker owns the job now)."""
+    if isinstance(exc, Stopped):
+        if exc.reason == "lost":
+            log.warning(
+                "job %s: attempt %d lost its lease; another worker owns it", claim.job_id, claim.attempt
+            )
+            return None
+        return {"status": "cancelled"}
+    if isinstance(exc, Diverged):
+        return {"status": "failed", "error": str(exc)}
+    # A bug or bad data: the job fails with the reason, the worker lives on.
+    log.error("job %s failed:\n%s", claim.job_id, "".join(traceback.format_exception(exc)))
+    return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def success_outcome(
+    claim: Claim, spec: JobSpec, splits: Splits, result: TrainResult, settings: Settings
+) -> dict[str, Any]:
+    """Store the trained weights (and the averaged ones, if kept) and describe the run."""
+    directory = job_dir(settings.artifacts_dir, claim.job_id)
+    info = rebuild_info(spec, splits, claim.job_id, member=claim.member)
+    weights = directory / "member-0.safetensors"
+    save_weights(weights, result.model.state_dict(), info)
+    averaged = None
+    if result.averaged_model is not None:
+        averaged = directory / "member-0.averaged.safetensors"
+        averaging = spec.ensemble.param_averaging
+        save_weights(averaged, result.averaged_model.state_dict(), info | {"averaged": averaging})
+    run = Run(
+        job_id=claim.job_id,
+        member=claim.member,
+        seed=spec.training.seed,
+        metrics=result.metrics,
+        test_acc=result.metrics["test_acc"],
+        weights_path=str(weights),
+        averaged_weights_path=str(averaged) if averaged else None,
+    )
+    return {"status": "succeeded", "metrics": result.metrics, "runs": [run]}
+
+
+def end_attempt(claim: Claim, client: redis.Redis, outcome: dict[str, Any] | None) -> str | None:
+    """Write the outcome and the curve in one transaction; answers the status, or None if it was not ours."""
+    if outcome is None:
+        return None
+    curve = streams.read_points(client, claim.job_id)
     with session_scope() as session:
         finished = lifecycle.finish(session, claim, curve=curve, **outcome)
-    streams.expire_job_keys(client, job_id)
-    log.info("job %s: %s", job_id, outcome["status"] if finished else "lost before it could finish")
+    streams.expire_job_keys(client, claim.job_id)
+    log.info("job %s: %s", claim.job_id, outcome["status"] if finished else "lost before it could finish")
     return outcome["status"] if finished else None
 
 

@@ -1,10 +1,38 @@
 """Celery task entry points: thin, they receive ids and open their own sessions."""
 
-from store.queue import TRAIN_TASK
+from celery import chord
+
+from store.queue import BUILD_ENSEMBLE_TASK, ENSEMBLE_TASK, FINISH_ENSEMBLE_TASK, TRAIN_TASK
 from worker.celery_app import app
+from worker.ensemble_build import build_ensemble
+from worker.ensemble_jobs import finish_ensemble_job, run_ensemble_job
 from worker.run_job import run_job
 
 
-@app.task(name=TRAIN_TASK)
+# Results are kept (in the Redis result backend) because an ensemble's members are a chord's header:
+# the chord counts them there and runs the finish once the last has returned.
+@app.task(name=TRAIN_TASK, ignore_result=False)
 def train(job_id: str) -> str | None:
     return run_job(job_id)
+
+
+@app.task(name=ENSEMBLE_TASK)
+def ensemble(job_id: str) -> str | None:
+    def fan_out(member_ids: list[str]) -> None:
+        # Each member is a task of its own, for as many workers (processes, GPUs, hosts) as are free.
+        if member_ids:
+            chord(train.si(member_id) for member_id in member_ids)(finish_ensemble.si(job_id))
+        else:  # a redelivered task whose members were all taken already
+            finish_ensemble.delay(job_id)
+
+    return run_ensemble_job(job_id, fan_out)
+
+
+@app.task(name=FINISH_ENSEMBLE_TASK)
+def finish_ensemble(job_id: str) -> str | None:
+    return finish_ensemble_job(job_id)
+
+
+@app.task(name=BUILD_ENSEMBLE_TASK)
+def build(ensemble_id: str) -> str:
+    return build_ensemble(ensemble_id).status

@@ -14,11 +14,12 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, get_swa_multi_avg_fn, update_bn
 
 from models.cnn import build_model
 from models.datasets import Splits
 from models.optim import apply_momentum_ramp, build_optimizer, build_schedule
-from models.spec import JobSpec
+from models.spec import EnsembleSpec, JobSpec
 from store.artifacts import TrainingState
 from store.streams import Point
 
@@ -32,14 +33,16 @@ MIN_CPU_NHWC_BATCHNORM_CHANNELS = 16
 
 
 class Diverged(Exception):
-    def __init__(self, step: int, loss: float, initial_loss: float) -> None:
+    def __init__(self, step: int, loss: float, initial_loss: float, member: int | None = None) -> None:
         why = (
             "not finite"
             if not math.isfinite(loss)
             else f"{loss:.4g}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss:.4g}"
         )
-        super().__init__(f"diverged at step {step}: the training loss is {why}")
+        who = "" if member is None else f"member {member} "
+        super().__init__(f"{who}diverged at step {step}: the training loss is {why}")
         self.step = step
+        self.member = member
 
 
 class Stopped(Exception):
@@ -67,6 +70,7 @@ class EngineFeatures:
     channels_last: bool
     bf16_autocast: bool
     compiled: bool
+    vectorized: bool = False  # trained with other members in one vmapped step (worker/vectorized.py)
 
 
 @dataclass
@@ -76,6 +80,8 @@ class TrainResult:
     steps: int
     seconds: float
     engine: EngineFeatures
+    # The Polyak or EMA average of the weights (spec.ensemble.param_averaging), a module like `model`.
+    averaged_model: nn.Module | None = None
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -106,6 +112,12 @@ def wants_channels_last(model: nn.Module, device: torch.device) -> bool:
         for m in model.modules()
         if isinstance(m, nn.BatchNorm2d)
     )
+
+
+def wants_bf16_autocast(device: torch.device) -> bool:
+    # bf16 keeps float32's range, so it needs no loss scaling. Only where the hardware has it: emulated
+    # on older GPUs, and on this CPU (no AVX512-BF16/AMX) lenet5 steps ran 0.8x as fast under it.
+    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 @contextmanager
@@ -162,9 +174,7 @@ class Engine:
         self.channels_last = wants_channels_last(model, device) if channels_last is None else channels_last
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        # bf16 keeps float32's range, so it needs no loss scaling. Only where the hardware has it: emulated
-        # on older GPUs, and on this CPU (no AVX512-BF16/AMX) lenet5 steps ran 0.8x as fast under it.
-        self.autocast = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+        self.autocast = wants_bf16_autocast(device)
         self.compiled = compile
         self.compiled_shape: torch.Size | None = None
         self.net = model
@@ -246,6 +256,222 @@ class _NullReporter:
         return None
 
 
+# ---------------------------------------------------------------- parameter averaging
+
+# A parameter's running average rides in the checkpoint as one more slot of that parameter's optimizer state,
+# beside its momentum buffer or Adam moments: state of the same kind (one tensor per parameter, advanced by
+# every step), and a slot needs no change to the checkpoint format. `model` stays exactly the network's
+# state_dict, so a checkpoint still loads into a plain model with load_state_dict; the slot is taken out
+# again before the optimizer loads its own state. The count of averaged steps goes into `extra`.
+AVERAGED_SLOT = "averaged"
+
+
+def averaging_start_epoch(spec: JobSpec) -> int | None:
+    """The first epoch whose steps are averaged; None without parameter averaging."""
+    ensemble = spec.ensemble
+    if ensemble.param_averaging == "none":
+        return None
+    if ensemble.averaging_start_epoch is not None:
+        return ensemble.averaging_start_epoch
+    # Polyak averages the iterates near a minimum, not the early ones far from it; an EMA forgets those.
+    return spec.training.epochs // 2 if ensemble.param_averaging == "polyak" else 0
+
+
+def averaging_update(ensemble: EnsembleSpec) -> Callable:
+    """swa_utils' update for the spec's averaging, given explicitly so every device computes the same one.
+
+    Both are one lerp per tensor, elementwise, so the same function serves a single model's AveragedModel
+    and the stacked members of worker/vectorized.py with the same numbers.
+    """
+    if ensemble.param_averaging == "ema":
+        return get_ema_multi_avg_fn(ensemble.ema_decay)  # ema += (1 - decay) * (w - ema)
+    return get_swa_multi_avg_fn()  # mean += (w - mean) / (n + 1): the plain mean of the averaged steps
+
+
+def with_averages(optimizer_state: dict, averages: list[torch.Tensor] | None) -> dict:
+    """The optimizer's state dict plus each parameter's average (in parameter order) as one more slot."""
+    if averages is None:
+        return optimizer_state
+    # Copies of the per-parameter dicts: optimizer.state_dict() hands out the live optimizer's own.
+    state = {index: dict(slots) for index, slots in optimizer_state["state"].items()}
+    for index, average in enumerate(averages):
+        state.setdefault(index, {})[AVERAGED_SLOT] = average
+    return optimizer_state | {"state": state}
+
+
+def split_averages(optimizer_state: dict) -> tuple[dict, list[torch.Tensor] | None]:
+    """A checkpoint's optimizer state without the averages, and the averages (None when it has none)."""
+    state, averages = {}, {}
+    for index, slots in optimizer_state["state"].items():
+        if AVERAGED_SLOT in slots:
+            averages[int(index)] = slots[AVERAGED_SLOT]
+        if own := {slot: value for slot, value in slots.items() if slot != AVERAGED_SLOT}:
+            state[index] = own
+    return optimizer_state | {"state": state}, [averages[i] for i in sorted(averages)] or None
+
+
+def final_metrics(
+    model: nn.Module,
+    averaged: nn.Module | None,
+    x_train: torch.Tensor,
+    batch_size: int,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+) -> dict[str, float]:
+    """The test split's loss and accuracy, and those of the averaged weights when there are any.
+
+    The averaged module's batch norm statistics were copied from the raw model along the way
+    (use_buffers=False) and do not fit the averaged weights: update_bn measures them again in one pass over
+    the training data, in training batches (it does nothing without batch norm).
+    """
+    test_loss, test_acc = evaluate(model, x_test, y_test)
+    metrics = {"test_loss": test_loss, "test_acc": test_acc}
+    if averaged is not None:
+        batches = (x_train[start : start + batch_size] for start in range(0, len(x_train), batch_size))
+        update_bn(batches, averaged)
+        averaged_loss, averaged_acc = evaluate(averaged, x_test, y_test)
+        metrics |= {"averaged_test_loss": averaged_loss, "averaged_test_acc": averaged_acc}
+    return metrics
+
+
+def contiguous(model: nn.Module) -> nn.Module:
+    # Handed back in the ordinary layout: callers save, average or run it like any other model.
+    return model.to(memory_format=torch.contiguous_format)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+class Bookkeeper:
+    """What train() and train_members() do around their steps, for one member or several alike.
+
+    Step losses stay on the device and are read once per report: no host sync on every step. Each read checks
+    them for divergence and sends member i's curve points and progress to reporters[i]. After each epoch every
+    member is evaluated and its reporter gets a TrainingState of its own. `members` names the members in
+    errors (None for a single run); `resumes` holds each member's state to resume from, all at the same step.
+    """
+
+    def __init__(
+        self,
+        reporters: list[Reporter],
+        resumes: list[TrainingState] | None,
+        *,
+        epochs: int,
+        steps_per_epoch: int,
+        report_every: int,
+        attempt: int,
+        device: torch.device,
+        members: list[int] | None = None,
+    ) -> None:
+        self.reporters = reporters
+        self.members = members
+        self.epochs = epochs
+        self.total_steps = epochs * steps_per_epoch
+        self.attempt = attempt
+        self.window = torch.zeros(report_every, len(reporters), device=device)  # step x member
+        self.filled = 0
+        extras = [resume.extra for resume in resumes] if resumes else [{} for _ in reporters]
+        self.start_epoch, self.step = (resumes[0].epoch, resumes[0].step) if resumes else (0, 0)
+        self.initial_loss: list[float | None] = [extra.get("initial_loss") for extra in extras]
+        self.best_val_acc: list[float] = [extra.get("best_val_acc", 0.0) for extra in extras]
+        self.last_train_loss = [math.nan] * len(reporters)
+        self.elapsed_before = extras[0].get("elapsed_s", 0.0)
+        self.started = time.perf_counter()
+        self.steps_this_attempt = 0
+
+    def elapsed_s(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def progress(self, epoch_float: float) -> dict[str, float]:
+        rate = (time.perf_counter() - self.started) / max(self.steps_this_attempt, 1)
+        return {
+            "epoch": epoch_float,
+            "epochs": self.epochs,
+            "step": self.step,
+            "steps": self.total_steps,
+            "fraction": self.step / self.total_steps,
+            "eta_s": rate * (self.total_steps - self.step),
+        }
+
+    def record(self, losses: torch.Tensor) -> bool:
+        """Takes one step's loss per member, still on the device; answers whether a report is due."""
+        self.window[self.filled] = losses.detach()
+        self.filled += 1
+        self.step += 1
+        self.steps_this_attempt += 1
+        return self.filled == len(self.window)
+
+    def flush(self, epoch_float: float, lr: float) -> None:
+        rows = self.window[: self.filled].tolist()
+        first_step = self.step - self.filled + 1
+        self.initial_loss = [rows[0][m] if loss is None else loss for m, loss in enumerate(self.initial_loss)]
+        # Step by step, so the earliest divergence is the one reported, whichever member it happened to.
+        for offset, row in enumerate(rows):
+            for m, (loss, initial) in enumerate(zip(row, self.initial_loss, strict=True)):
+                if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * initial:
+                    member = None if self.members is None else self.members[m]
+                    raise Diverged(first_step + offset, loss, initial, member)
+        self.filled = 0
+        progress = self.progress(epoch_float)
+        reasons = []
+        for m, reporter in enumerate(self.reporters):
+            self.last_train_loss[m] = sum(row[m] for row in rows) / len(rows)
+            points = [
+                Point(self.step, epoch_float, "train_loss", self.last_train_loss[m], self.attempt),
+                Point(self.step, epoch_float, "lr", lr, self.attempt),
+            ]
+            reasons.append(reporter.report(points, progress))
+        self._stop_if_asked(reasons)
+
+    def end_epoch(
+        self,
+        epoch: int,
+        models: list[nn.Module],
+        optimizer_states: list[dict],
+        scheduler_state: dict,
+        val: tuple[torch.Tensor, torch.Tensor],
+        lr: float,
+        extra: dict | None = None,
+    ) -> list[dict[str, float]]:
+        """Evaluates member i's `models[i]` and hands reporters[i] its metrics and TrainingState."""
+        evaluations = [evaluate(model, *val) for model in models]
+        progress = self.progress(epoch + 1.0)
+        rng = torch.get_rng_state()
+        all_metrics, reasons = [], []
+        for m, (model, (val_loss, val_acc)) in enumerate(zip(models, evaluations, strict=True)):
+            self.best_val_acc[m] = max(self.best_val_acc[m], val_acc)
+            metrics = {
+                "train_loss": self.last_train_loss[m],
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "best_val_acc": self.best_val_acc[m],
+                "lr": lr,
+            }
+            state = TrainingState(
+                epoch=epoch + 1,
+                step=self.step,
+                model=model.state_dict(),
+                optimizer=optimizer_states[m],
+                scheduler=scheduler_state,
+                rng=rng,
+                extra={
+                    "best_val_acc": self.best_val_acc[m],
+                    "initial_loss": self.initial_loss[m],
+                    "elapsed_s": self.elapsed_s(),
+                }
+                | (extra or {}),
+            )
+            reasons.append(self.reporters[m].epoch_end(state, metrics, progress))
+            all_metrics.append(metrics)
+        self._stop_if_asked(reasons)
+        return all_metrics
+
+    @staticmethod
+    def _stop_if_asked(reasons: list[str | None]) -> None:
+        if reason := next((reason for reason in reasons if reason), None):
+            raise Stopped(reason)
+
+
 def train(
     spec: JobSpec,
     splits: Splits,
@@ -278,108 +504,77 @@ def train(
     x_train, y_train = engine.to_device(splits.train[0]), splits.train[1].to(device)
     x_val, y_val = engine.to_device(splits.val[0]), splits.val[1].to(device)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
     schedule = build_schedule(spec.lr_schedule, optimizer, steps_per_epoch)
-
-    start_epoch, step, best_val_acc, elapsed_before = 0, 0, 0.0, 0.0
-    initial_loss: float | None = None
+    log = Bookkeeper(
+        [reporter],
+        [resume] if resume is not None else None,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps_per_epoch,
+        report_every=report_every,
+        attempt=attempt,
+        device=device,
+    )
+    saved_averages = None
     if resume is not None:
+        optimizer_state, saved_averages = split_averages(resume.optimizer)
         model.load_state_dict(resume.model)
-        optimizer.load_state_dict(resume.optimizer)
+        optimizer.load_state_dict(optimizer_state)
         schedule.load_state_dict(resume.scheduler)
         torch.set_rng_state(resume.rng)
-        start_epoch, step = resume.epoch, resume.step
-        best_val_acc = resume.extra.get("best_val_acc", 0.0)
-        initial_loss = resume.extra.get("initial_loss")
-        elapsed_before = resume.extra.get("elapsed_s", 0.0)
 
-    # Losses stay on the device and are read once per report: no host sync on every step.
-    window = torch.zeros(report_every, device=device)
-    filled = 0
-    started = time.perf_counter()
-    steps_this_attempt = 0
+    averaging_from = averaging_start_epoch(spec)
+    averaged = None
+    if averaging_from is not None:
+        # use_buffers=False: buffers are copied from the model at each update, not averaged; final_metrics
+        # measures batch norm statistics anew for the averaged weights at the end.
+        averaged = AveragedModel(model, multi_avg_fn=averaging_update(spec.ensemble), use_buffers=False)
+        if saved_averages is not None:
+            with torch.no_grad():
+                for average, saved in zip(averaged.module.parameters(), saved_averages, strict=True):
+                    average.copy_(saved)
+            averaged.n_averaged.fill_(resume.extra["n_averaged"])
+
     metrics: dict[str, float] = {}
-    last_train_loss = math.nan
-
-    def progress(epoch_float: float) -> dict[str, float]:
-        rate = (time.perf_counter() - started) / max(steps_this_attempt, 1)
-        return {
-            "epoch": epoch_float,
-            "epochs": cfg.epochs,
-            "step": step,
-            "steps": total_steps,
-            "fraction": step / total_steps,
-            "eta_s": rate * (total_steps - step),
-        }
-
-    def flush(epoch_float: float) -> None:
-        nonlocal filled, last_train_loss, initial_loss
-        losses = window[:filled].tolist()
-        if initial_loss is None:
-            initial_loss = losses[0]
-        for offset, loss in enumerate(losses):
-            if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * initial_loss:
-                raise Diverged(step - filled + offset + 1, loss, initial_loss)
-        last_train_loss = sum(losses) / len(losses)
-        points = [
-            Point(step, epoch_float, "train_loss", last_train_loss, attempt),
-            Point(step, epoch_float, "lr", optimizer.param_groups[0]["lr"], attempt),
-        ]
-        filled = 0
-        if reason := reporter.report(points, progress(epoch_float)):
-            raise Stopped(reason)
-
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(log.start_epoch, cfg.epochs):
         model.train()
         order = epoch_order(len(x_train), cfg.seed, epoch, device)
         for batch in range(steps_per_epoch):
-            epoch_float = epoch + batch / steps_per_epoch
-            apply_momentum_ramp(optimizer, spec.optimizer, epoch_float)
+            apply_momentum_ramp(optimizer, spec.optimizer, epoch + batch / steps_per_epoch)
             idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = engine.forward_backward(x_train[idx], y_train[idx])
             optimizer.step()
             schedule.step()
-            window[filled] = loss.detach()
-            filled += 1
-            step += 1
-            steps_this_attempt += 1
-            if filled == report_every or batch == steps_per_epoch - 1:
-                flush(epoch + (batch + 1) / steps_per_epoch)
+            if averaged is not None and epoch >= averaging_from:
+                averaged.update_parameters(model)
+            if log.record(loss) or batch == steps_per_epoch - 1:
+                log.flush(epoch + (batch + 1) / steps_per_epoch, optimizer.param_groups[0]["lr"])
 
-        val_loss, val_acc = evaluate(model, x_val, y_val)
-        best_val_acc = max(best_val_acc, val_acc)
-        metrics = {
-            "train_loss": last_train_loss,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "best_val_acc": best_val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-        }
-        state = TrainingState(
-            epoch=epoch + 1,
-            step=step,
-            model=model.state_dict(),
-            optimizer=optimizer.state_dict(),
-            scheduler=schedule.state_dict(),
-            rng=torch.get_rng_state(),
-            extra={
-                "best_val_acc": best_val_acc,
-                "initial_loss": initial_loss,
-                "elapsed_s": elapsed_before + time.perf_counter() - started,
-            },
+        optimizer_state, extra = optimizer.state_dict(), None
+        if averaged is not None:
+            n_averaged = int(averaged.n_averaged)
+            extra = {"n_averaged": n_averaged}
+            if n_averaged:  # before the first update the "average" is only a copy of the initial weights
+                averages = [p.detach() for p in averaged.module.parameters()]
+                optimizer_state = with_averages(optimizer_state, averages)
+        (metrics,) = log.end_epoch(
+            epoch,
+            [model],
+            [optimizer_state],
+            schedule.state_dict(),
+            (x_val, y_val),
+            optimizer.param_groups[0]["lr"],
+            extra,
         )
-        if reason := reporter.epoch_end(state, metrics, progress(epoch + 1.0)):
-            raise Stopped(reason)
 
     x_test, y_test = engine.to_device(splits.test[0]), splits.test[1].to(device)
-    test_loss, test_acc = evaluate(model, x_test, y_test)
-    metrics |= {"test_loss": test_loss, "test_acc": test_acc}
+    averaged_model = averaged.module if averaged is not None else None
+    metrics |= final_metrics(model, averaged_model, x_train, cfg.batch_size, x_test, y_test)
     return TrainResult(
-        # Handed back in the ordinary layout: callers save, average or run it like any other model.
-        model=model.to(memory_format=torch.contiguous_format),
+        model=contiguous(model),
         metrics=metrics,
-        steps=step,
-        seconds=elapsed_before + time.perf_counter() - started,
+        steps=log.step,
+        seconds=log.elapsed_s(),
         engine=engine.features,
+        averaged_model=contiguous(averaged_model) if averaged_model is not None else None,
     )

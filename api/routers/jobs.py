@@ -9,12 +9,12 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import RedisDep, SessionDep, SettingsDep
-from api.schemas import CurveOut, JobOut, JobPage
+from api.schemas import CurveOut, JobOut, JobPage, MemberOut, Progress
 from models.cnn import inspect_model
 from models.datasets import ensure_available
 from models.spec import JobSpec, SpecError
-from store import jobs, streams
-from store.queue import enqueue_training
+from store import ensembles, jobs, streams
+from store.queue import enqueue_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -28,9 +28,49 @@ def _job_or_404(session, job_id: str):
     return job
 
 
-def _present(job, client) -> JobOut:
+def _live_progress(job, client) -> dict:
     live = streams.read_progress(client, job.id) if job.status == "running" else None
-    return JobOut.of(job, live)
+    return job.progress | (live or {})
+
+
+def _present(job, session, client) -> JobOut:
+    if job.kind != "ensemble":
+        return JobOut.of(job, _live_progress(job, client))
+    members = [
+        MemberOut(
+            id=child.id,
+            member=child.member,
+            status=child.status,
+            progress=Progress(**_live_progress(child, client)),
+            metrics=child.metrics,
+            attempts=child.attempts,
+            error=child.error,
+        )
+        for child in jobs.member_jobs(session, job.id)
+    ]
+    ensemble = ensembles.of_job(session, job.id)
+    return JobOut.of(
+        job,
+        _combined_progress(job, members),
+        runs=jobs.runs_of(session, job),
+        members=members,
+        ensemble_id=ensemble.id if ensemble else None,
+    )
+
+
+def _combined_progress(job, members: list[MemberOut]) -> dict:
+    """An ensemble job's progress: its members' steps added up; the eta of the slowest still running."""
+    steps = sum(m.progress.steps for m in members)
+    step = sum(m.progress.steps if m.status in jobs.TERMINAL else m.progress.step for m in members)
+    etas = [m.progress.eta_s for m in members if m.status == "running" and m.progress.eta_s is not None]
+    return {
+        "epoch": sum(m.progress.epoch for m in members) / max(len(members), 1),
+        "epochs": job.spec["training"]["epochs"],
+        "step": step,
+        "steps": steps,
+        "fraction": step / steps if steps else (1.0 if job.status in jobs.TERMINAL else 0.0),
+        "eta_s": max(etas) if etas else None,
+    }
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
@@ -45,18 +85,16 @@ def submit_job(
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", *exc.loc), "msg": exc.message, "input": None}]
         ) from exc
-    job = jobs.create_job(
-        session, name=spec.display_name, spec=spec.model_dump(mode="json"), summary=asdict(summary)
-    )
+    job = jobs.create_job(session, spec, summary=asdict(summary))
     session.commit()
     try:
-        enqueue_training(job.id)
+        enqueue_job(job.id, job.kind)
     except Exception as exc:  # the broker is away: take the job back rather than leave it stranded
         jobs.delete_job(session, job.id)
         session.commit()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the job queue is unavailable") from exc
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobOut.of(job)
+    return _present(job, session, client)
 
 
 @router.get("", response_model=JobPage)
@@ -73,26 +111,29 @@ def list_jobs(
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc), "input": cursor}]
         ) from exc
-    return JobPage(items=[_present(job, client) for job in page], next_cursor=next_cursor)
+    return JobPage(items=[_present(job, session, client) for job in page], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)
 def read_job(job_id: str, session: SessionDep, client: RedisDep) -> JobOut:
-    return _present(_job_or_404(session, job_id), client)
+    return _present(_job_or_404(session, job_id), session, client)
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
 def cancel_job(job_id: str, session: SessionDep, client: RedisDep, settings: SettingsDep) -> JobOut:
     job = _job_or_404(session, job_id)
-    if not jobs.cancel_queued(session, job_id):
-        if not jobs.request_cancel_running(session, job_id):
-            session.rollback()
-            raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} has already {job.status}")
-        # The training loop reads this flag with every curve flush: it stops within a few steps.
-        streams.request_cancel(client, job_id, ttl_s=settings.visibility_timeout)
+    if job.status in jobs.TERMINAL:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} has already {job.status}")
+    # An ensemble job is cancelled with its members; it ends once they have.
+    targets = [job_id, *(child.id for child in jobs.member_jobs(session, job_id))]
+    jobs.cancel_queued(session, targets)
+    flagged = jobs.request_cancel_running(session, targets)
     session.commit()
+    for running_id in flagged:
+        # The training loop reads this flag with every curve flush: it stops within a few steps.
+        streams.request_cancel(client, running_id, ttl_s=settings.visibility_timeout)
     session.refresh(job)
-    return _present(job, client)
+    return _present(job, session, client)
 
 
 @router.get("/{job_id}/metrics", response_model=CurveOut)

@@ -12,7 +12,7 @@ def check_migrations(url: str) -> None:
     upgrade(url)
     command.check(alembic_config(url))  # raises when the tables and the migrations disagree
     tables = set(inspect(create_engine(url)).get_table_names())
-    assert {"jobs", "runs", "curve_points", "checkpoints"} <= tables
+    assert {"jobs", "runs", "curve_points", "checkpoints", "ensembles"} <= tables
 
 
 def test_migrations_on_sqlite(tmp_path):

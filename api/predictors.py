@@ -1,0 +1,48 @@
+"""Ensembles kept loaded in the API process, least recently used first out, bounded in bytes."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from functools import lru_cache
+
+from models.ensemble import EnsemblePredictor
+from store.settings import get_settings
+
+
+class PredictorCache:
+    """An LRU cache of built predictors by ensemble id, evicting until the weights held fit `max_bytes`.
+
+    functools.lru_cache bounds entries by count, not by memory, and ten lenet5 members and one AlexNet
+    differ a thousandfold: hence this small hand-written one. A predictor larger than the whole budget is
+    built and used but not kept. Two requests missing the same ensemble at once may both build it; the
+    second simply replaces the first.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, EnsemblePredictor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, build: Callable[[], EnsemblePredictor]) -> EnsemblePredictor:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        predictor = build()  # outside the lock: loading weights must not stall hits on other ensembles
+        if predictor.nbytes <= self.max_bytes:
+            with self._lock:
+                self._entries[key] = predictor
+                self._entries.move_to_end(key)
+                while sum(p.nbytes for p in self._entries.values()) > self.max_bytes:
+                    self._entries.popitem(last=False)
+        return predictor
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@lru_cache
+def predictor_cache() -> PredictorCache:
+    return PredictorCache(get_settings().predictor_cache_mb * 2**20)

@@ -1,0 +1,190 @@
+"""Ensembles of stored runs: create (evaluated on a worker), read, predict."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import SessionDep, SettingsDep
+from api.predictors import predictor_cache
+from api.schemas import EnsembleIn, EnsembleOut, PredictionOut
+from models.ensemble import EnsemblePredictor, Member, check_members
+from models.spec import SpecError
+from store import ensembles
+from store.artifacts import load_weights
+from store.db import new_session
+from store.queue import enqueue_build_ensemble
+from store.settings import Settings
+from store.tables import Ensemble
+
+router = APIRouter(prefix="/v1/ensembles", tags=["ensembles"])
+
+NPY_TYPES = ("application/x-npy", "application/octet-stream")
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "Raw inputs N×C×H×W at the dataset's pixel scale (any H×W: they are resized), as "
+        'JSON {"inputs": [...]} or as a .npy file (application/x-npy) for large batches.',
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {"inputs": {"type": "array", "items": {}}},
+                    "additionalProperties": False,
+                }
+            },
+            "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def _invalid(loc: tuple, message: str) -> RequestValidationError:
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": message, "input": None}])
+
+
+def _ensemble_or_404(session, ensemble_id: str) -> Ensemble:
+    ensemble = ensembles.get_ensemble(session, ensemble_id)
+    if ensemble is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"ensemble {ensemble_id} not found")
+    return ensemble
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=EnsembleOut)
+def create_ensemble(body: EnsembleIn, response: Response, session: SessionDep) -> EnsembleOut:
+    """Combine stored runs; the members are checked now, the evaluation runs on a worker (status building)."""
+    refs = body.refs()
+    try:
+        sources = ensembles.resolve_members(session, refs)
+        # Shapes and metadata only, from the files' headers: no weights are loaded here.
+        check_members([_header_member(index, source) for index, source in enumerate(sources)], body.method)
+    except SpecError as exc:
+        raise _invalid(("body", *exc.loc), exc.message) from exc
+    name = body.name or f"{body.method} of {len(refs)} members"
+    ensemble = ensembles.create_ensemble(session, name=name, method=body.method, refs=refs)
+    session.commit()
+    try:
+        enqueue_build_ensemble(ensemble.id)
+    except Exception as exc:  # the broker is away: take it back rather than leave it building forever
+        session.delete(ensemble)
+        session.commit()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the job queue is unavailable") from exc
+    response.headers["Location"] = f"/v1/ensembles/{ensemble.id}"
+    return EnsembleOut.of(ensemble)
+
+
+def _header_member(index: int, source: ensembles.MemberSource) -> Member:
+    try:
+        return Member(source.shapes(), source.meta())
+    except Exception as exc:  # a missing or torn file is the member's problem, not a server error
+        raise SpecError(
+            ("members", index), f"the stored weights of run {source.ref['run_id']} cannot be read"
+        ) from exc
+
+
+@router.get("", response_model=list[EnsembleOut])
+def list_ensembles(session: SessionDep, limit: int = Query(20, ge=1, le=100)) -> list[EnsembleOut]:
+    query = select(Ensemble).order_by(Ensemble.created_at.desc(), Ensemble.id.desc()).limit(limit)
+    return [EnsembleOut.of(ensemble) for ensemble in session.scalars(query)]
+
+
+@router.get("/{ensemble_id}", response_model=EnsembleOut)
+def read_ensemble(ensemble_id: str, session: SessionDep) -> EnsembleOut:
+    return EnsembleOut.of(_ensemble_or_404(session, ensemble_id))
+
+
+@router.get("/{ensemble_id}/weights", response_class=FileResponse)
+def download_weights(ensemble_id: str, session: SessionDep) -> FileResponse:
+    """The averaged network of a `weights` ensemble, as safetensors with the metadata that rebuilds it."""
+    ensemble = _ensemble_or_404(session, ensemble_id)
+    if ensemble.method != "weights":
+        raise HTTPException(status.HTTP_409_CONFLICT, "only a weights ensemble is one network with weights")
+    if ensemble.weights_path is None or not Path(ensemble.weights_path).is_file():
+        raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} is {ensemble.status}")
+    return FileResponse(ensemble.weights_path, media_type="application/octet-stream")
+
+
+@router.post("/{ensemble_id}/predict", response_model=PredictionOut, openapi_extra=PREDICT_BODY)
+async def predict(ensemble_id: str, request: Request, settings: SettingsDep) -> PredictionOut:
+    """Probabilities and labels of the ensemble for raw inputs, preprocessed as in training."""
+    body = await _read_body(request, settings.max_predict_bytes)
+    inputs = _parse_inputs(body, request.headers.get("content-type", "application/json"))
+    if len(inputs) > settings.max_predict_batch:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"{len(inputs)} inputs in one request; at most {settings.max_predict_batch}",
+        )
+    # Loading members and running the networks block: off the event loop.
+    return await run_in_threadpool(_predict, ensemble_id, inputs, settings)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes, declared or chunked."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"the body is over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_inputs(body: bytes, content_type: str) -> np.ndarray:
+    shape_error = "inputs must be an N×C×H×W array of numbers"
+    if content_type.split(";")[0].strip() in NPY_TYPES:
+        try:
+            inputs = np.load(io.BytesIO(body), allow_pickle=False)
+        except Exception as exc:  # whatever the bytes are, they are not an .npy array
+            raise _invalid(("body",), "not a .npy file") from exc
+    else:
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise _invalid(("body",), "not JSON") from exc
+        if not isinstance(document, dict) or set(document) != {"inputs"}:
+            raise _invalid(("body",), 'the body must be {"inputs": [...]}')
+        try:
+            inputs = np.asarray(document["inputs"], dtype=np.float32)
+        except (ValueError, TypeError) as exc:  # ragged lists, strings, nulls
+            raise _invalid(("body", "inputs"), shape_error) from exc
+    if inputs.ndim != 4 or inputs.dtype.kind not in "fiub" or 0 in inputs.shape:
+        raise _invalid(("body", "inputs"), f"{shape_error}, got shape {list(inputs.shape)}")
+    if not np.isfinite(inputs).all():
+        raise _invalid(("body", "inputs"), "inputs must be finite numbers")
+    return inputs
+
+
+def _predict(ensemble_id: str, inputs: np.ndarray, settings: Settings) -> PredictionOut:
+    with new_session() as session:
+        ensemble = _ensemble_or_404(session, ensemble_id)
+        if ensemble.status == "failed":
+            raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} failed: {ensemble.error}")
+        if ensemble.method == "weights" and ensemble.status != "ready":
+            raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} is still being averaged")
+        predictor = predictor_cache().get(ensemble.id, lambda: _load_predictor(session, ensemble))
+    try:
+        x = predictor.preprocess(inputs)
+    except ValueError as exc:
+        raise _invalid(("body", "inputs"), str(exc)) from exc
+    probs = predictor.predict_proba(x)
+    return PredictionOut(probs=probs.tolist(), labels=probs.argmax(1).tolist())
+
+
+def _load_predictor(session, ensemble: Ensemble) -> EnsemblePredictor:
+    if ensemble.method == "weights":
+        # Averaged (and batch-norm recomputed) once on the worker: one network, predicted as it is.
+        return EnsemblePredictor([Member(*load_weights(Path(ensemble.weights_path)))], "mean_logits")
+    sources = ensembles.resolve_members(session, ensemble.members)
+    return EnsemblePredictor([Member(*source.load()) for source in sources], ensemble.method)

@@ -1,0 +1,69 @@
+"""Build an ensemble on a worker: load its members, average weights if asked, evaluate on the test split."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader, TensorDataset
+
+from models.datasets import load_splits
+from models.ensemble import Member, average_model, check_members, evaluate_ensemble
+from store import ensembles
+from store.artifacts import save_weights
+from store.db import session_scope
+from store.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    status: str  # ready or failed
+    evaluation: dict[str, Any] | None
+    error: str | None
+
+
+def ensemble_weights_path(ensemble_id: str) -> Path:
+    return get_settings().artifacts_dir / "ensembles" / f"{ensemble_id}.safetensors"
+
+
+def build_ensemble(ensemble_id: str) -> BuildOutcome:
+    """Evaluate (and for method weights, average) an ensemble once; a repeated call answers the outcome."""
+    settings = get_settings()
+    with session_scope() as session:
+        ensemble = ensembles.get_ensemble(session, ensemble_id)
+        if ensemble is None:
+            return BuildOutcome("failed", None, f"ensemble {ensemble_id} not found")
+        if ensemble.status != "building":
+            return BuildOutcome(ensemble.status, ensemble.evaluation, ensemble.error)
+        method, refs = ensemble.method, ensemble.members
+    evaluation, weights_path, error = None, None, None
+    try:
+        with session_scope() as session:
+            sources = ensembles.resolve_members(session, refs)
+        members = [Member(*source.load()) for source in sources]
+        check_members(members, method)
+        # Member 0's job defines the test split the ensemble is scored on (and the training inputs that
+        # recompute batch-norm statistics of averaged weights).
+        spec = members[0].meta["spec"]
+        splits = load_splits(spec["dataset"], spec["model"], data_dir=settings.data_dir)
+        train_batches = DataLoader(TensorDataset(splits.train[0]), batch_size=256)
+        evaluation = evaluate_ensemble(members, method, *splits.test, train_batches=train_batches)
+        if method == "weights":
+            weights_path = ensemble_weights_path(ensemble_id)
+            averaged = average_model(members, train_batches)
+            meta = members[0].meta | {"ensemble_id": ensemble_id, "method": method, "members": refs}
+            save_weights(weights_path, averaged.state_dict(), meta)
+    except Exception as exc:  # bad members or data: the ensemble fails with the reason
+        log.error("ensemble %s failed:\n%s", ensemble_id, traceback.format_exc())
+        error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    with session_scope() as session:
+        ensembles.finish_ensemble(
+            session, ensemble_id, evaluation=evaluation, weights_path=weights_path, error=error
+        )
+        ensemble = ensembles.get_ensemble(session, ensemble_id)
+        return BuildOutcome(ensemble.status, ensemble.evaluation, ensemble.error)
