@@ -34,7 +34,7 @@ ExecutionPath = Literal["auto", "vectorized", "sequential"]
 # CPU, grouped against member by member (bench/ensemble_predict.py --batches ...): 4.2-4.4x faster at batch
 # 1, 2.2x at 8, 1.6x at 32, 0.92-0.94x at 48-64, 0.65-0.75x at 256. The crossover follows the work per
 # call, so the limit is in FLOPs per member: 32 LeNet-5 samples (833 kFLOP each). A tiny 8x8 network
-# vectorizes any batch (1.4x faster still at 256); AlexNet (342 MFLOP a sample, about even) never does.
+# vectorizes any batch (1.4x faster still at 256); AlexNet (342 MFLOP a sample, grouped 0.9-1.0x) never does.
 VECTORIZE_MAX_FLOPS = 32 * 833_040
 
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -260,9 +260,9 @@ class GroupedNetwork:
         self.tensors += [scale, shift]
 
         def batchnorm(x: torch.Tensor) -> torch.Tensor:
-            if shared:  # each member normalises the input its own way, so each gets its copy
-                x = x.expand(k, *x.shape) if flat else x.repeat(1, k, 1, 1)
-            return torch.addcmul(shift, x, scale)
+            if shared and not flat:  # each member normalises the image its own way: each gets its copy
+                x = x.repeat(1, k, 1, 1)
+            return torch.addcmul(shift, x, scale)  # a shared flat input (N, F) broadcasts to (K, N, F)
 
         return batchnorm
 
