@@ -142,7 +142,9 @@ def test_bad_predictions_are_refused(stack, four_members):
 def test_weights_across_architectures_is_refused_naming_the_member(stack, four_members):
     # Resized to lenet5's 32x32, so that only the architecture differs.
     tiny_spec = lenet_spec(
-        dataset={"name": "digits", "image_size": 32}, model={"layers": TINY_LAYERS}, training=training(epochs=1)
+        dataset={"name": "digits", "image_size": 32},
+        model={"layers": TINY_LAYERS},
+        training=training(epochs=1),
     )
     tiny = stack.wait_finished(stack.submit(tiny_spec)["id"])
     members = [four_members["runs"][0]["id"], tiny["runs"][0]["id"]]
