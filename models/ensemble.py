@@ -411,15 +411,17 @@ def evaluate_ensemble(
     *,
     train_batches: Iterable | None = None,
     batch_size: int = 1024,
+    predictor: EnsemblePredictor | None = None,
 ) -> dict[str, Any]:
     """Accuracy and mean negative log-likelihood of each member and of the ensemble on (x, y).
 
     `x` is preprocessed (a Splits' test inputs). Each member's logits are computed once per batch; the
     mean_probs and mean_logits ensembles are derived from them, the weights ensemble runs its own network.
+    `predictor`, the members' already built for `method`, saves building (and averaging) them again.
     """
     if len(x) == 0:
         raise ValueError("cannot evaluate on an empty split")
-    predictor = EnsemblePredictor(members, method, train_batches=train_batches)
+    predictor = predictor or EnsemblePredictor(members, method, train_batches=train_batches)
     if method == "weights":
         stack = MemberStack([member.build() for member in members], predictor.input_shape)
     else:

@@ -11,7 +11,7 @@ from typing import Any
 from torch.utils.data import DataLoader, TensorDataset
 
 from models.datasets import load_splits
-from models.ensemble import Member, average_model, check_members, evaluate_ensemble
+from models.ensemble import EnsemblePredictor, Member, check_members, evaluate_ensemble
 from store import ensembles
 from store.artifacts import save_weights
 from store.db import session_scope
@@ -52,12 +52,16 @@ def build_ensemble(ensemble_id: str) -> BuildOutcome:
         spec = members[0].meta["spec"]
         splits = load_splits(spec["dataset"], spec["model"], data_dir=settings.data_dir)
         train_batches = DataLoader(TensorDataset(splits.train[0]), batch_size=256)
-        evaluation = evaluate_ensemble(members, method, *splits.test, train_batches=train_batches)
+        # Built once: for `weights` this averages (and recomputes batch norm) once, for scoring and saving.
+        predictor = EnsemblePredictor(members, method, train_batches=train_batches)
+        evaluation = evaluate_ensemble(members, method, *splits.test, predictor=predictor)
         if method == "weights":
             weights_path = ensemble_weights_path(ensemble_id)
-            averaged = average_model(members, train_batches)
+            [averaged] = predictor.stack.modules
+            # Copies: the predictor's modules hold views into its grouped network's stacked storage.
+            state = {name: tensor.clone() for name, tensor in averaged.state_dict().items()}
             meta = members[0].meta | {"ensemble_id": ensemble_id, "method": method, "members": refs}
-            save_weights(weights_path, averaged.state_dict(), meta)
+            save_weights(weights_path, state, meta)
     except Exception as exc:  # bad members or data: the ensemble fails with the reason
         log.error("ensemble %s failed:\n%s", ensemble_id, traceback.format_exc())
         error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
