@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import RedisDep, SessionDep, SettingsDep
+from api.downsample import downsample_curve
 from api.schemas import CurveOut, JobOut, JobPage, MemberOut, Progress
 from models.cnn import inspect_model
 from models.datasets import ensure_available
@@ -142,6 +143,12 @@ def read_curve(
     session: SessionDep,
     client: RedisDep,
     after: str | None = Query(None, pattern=r"^\d+-\d+$", description="a point id: only points after it"),
+    max_points: int | None = Query(
+        None,
+        ge=4,
+        le=100_000,
+        description="at most this many points per series: first, last, and each bucket's min and max",
+    ),
 ) -> CurveOut:
     job = _job_or_404(session, job_id)
     points = jobs.stored_points(session, job_id) if job.status in jobs.TERMINAL else []
@@ -150,4 +157,7 @@ def read_curve(
             points = [p for p in points if streams.stream_id_key(p["id"]) > streams.stream_id_key(after)]
     else:
         points = streams.read_points(client, job_id, after=after)
-    return CurveOut(points=points, last_id=points[-1]["id"] if points else after)
+    last_id = points[-1]["id"] if points else after
+    if max_points is not None:
+        points = downsample_curve(points, max_points)
+    return CurveOut(points=points, last_id=last_id)
