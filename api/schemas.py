@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from store.ensembles import member_ref
 from store.tables import Ensemble, Job, Run
 
 
@@ -165,10 +166,7 @@ class EnsembleIn(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=120)
 
     def refs(self) -> list[dict[str, Any]]:
-        return [
-            {"run_id": m, "epoch": None, "averaged": False} if isinstance(m, str) else m.model_dump()
-            for m in self.members
-        ]
+        return [member_ref(m) if isinstance(m, str) else member_ref(**m.model_dump()) for m in self.members]
 
 
 class EnsembleOut(UtcModel):

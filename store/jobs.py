@@ -11,9 +11,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.spec import JobSpec
-from store.tables import TERMINAL, CurvePoint, Job, Run, utcnow
-
-__all__ = ["TERMINAL"]  # re-exported: the API reads it from here
+from store.tables import CurvePoint, Job, Run, utcnow
 
 
 def create_job(session: Session, spec: JobSpec, summary: dict[str, Any]) -> Job:
@@ -98,30 +96,22 @@ def list_jobs(
     return jobs[:limit], next_cursor
 
 
-def cancel_queued(session: Session, job_ids: list[str]) -> list[str]:
-    """Queued jobs are cancelled at once; the worker that later receives one skips it. Answers which were."""
-    cancelled = []
-    for job_id in job_ids:
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == "queued")
-            .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
-        )
-        if result.rowcount == 1:
-            cancelled.append(job_id)
-    return cancelled
+def cancel_jobs(session: Session, job_ids: list[str]) -> list[str]:
+    """Cancel queued jobs at once (the worker that later receives one skips it) and flag running ones.
 
-
-def request_cancel_running(session: Session, job_ids: list[str]) -> list[str]:
-    """Running jobs are flagged; their training loops stop at the next flush. Answers which were."""
-    flagged = []
-    for job_id in job_ids:
-        result = session.execute(
-            update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True)
-        )
-        if result.rowcount == 1:
-            flagged.append(job_id)
-    return flagged
+    Answers the running ones flagged: their training loops must also be told through Redis, once this
+    transaction is committed, and they stop at their next curve flush.
+    """
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+    )
+    running = list(session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "running")))
+    session.execute(
+        update(Job).where(Job.id.in_(running), Job.status == "running").values(cancel_requested=True)
+    )
+    return running
 
 
 def member_jobs(session: Session, job_id: str) -> list[Job]:

@@ -293,6 +293,6 @@ def end_ensemble_job(
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(("queued", "running")))
-        .values(status=status, metrics=metrics, error=error, finished_at=utcnow(), owner=None)
+        .values(status=status, metrics=metrics, error=error, finished_at=utcnow())
     )
     return result.rowcount == 1

@@ -126,8 +126,7 @@ def cancel_members(job_id: str) -> None:
     client = streams.get_redis()
     with session_scope() as session:
         member_ids = [member.id for member in jobs.member_jobs(session, job_id)]
-        jobs.cancel_queued(session, member_ids)
-        running = jobs.request_cancel_running(session, member_ids)
+        running = jobs.cancel_jobs(session, member_ids)
     for member_id in running:
         streams.request_cancel(client, member_id, ttl_s=get_settings().visibility_timeout)
 

@@ -16,6 +16,7 @@ from models.datasets import ensure_available
 from models.spec import JobSpec, SpecError
 from store import ensembles, jobs, streams
 from store.queue import enqueue_job
+from store.tables import TERMINAL
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -62,14 +63,14 @@ def _present(job, session, client) -> JobOut:
 def _combined_progress(job, members: list[MemberOut]) -> dict:
     """An ensemble job's progress: its members' steps added up; the eta of the slowest still running."""
     steps = sum(m.progress.steps for m in members)
-    step = sum(m.progress.steps if m.status in jobs.TERMINAL else m.progress.step for m in members)
+    step = sum(m.progress.steps if m.status in TERMINAL else m.progress.step for m in members)
     etas = [m.progress.eta_s for m in members if m.status == "running" and m.progress.eta_s is not None]
     return {
         "epoch": sum(m.progress.epoch for m in members) / max(len(members), 1),
         "epochs": job.spec["training"]["epochs"],
         "step": step,
         "steps": steps,
-        "fraction": step / steps if steps else (1.0 if job.status in jobs.TERMINAL else 0.0),
+        "fraction": step / steps if steps else (1.0 if job.status in TERMINAL else 0.0),
         "eta_s": max(etas) if etas else None,
     }
 
@@ -123,12 +124,11 @@ def read_job(job_id: str, session: SessionDep, client: RedisDep) -> JobOut:
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
 def cancel_job(job_id: str, session: SessionDep, client: RedisDep, settings: SettingsDep) -> JobOut:
     job = _job_or_404(session, job_id)
-    if job.status in jobs.TERMINAL:
+    if job.status in TERMINAL:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} has already {job.status}")
     # An ensemble job is cancelled with its members; it ends once they have.
     targets = [job_id, *(child.id for child in jobs.member_jobs(session, job_id))]
-    jobs.cancel_queued(session, targets)
-    flagged = jobs.request_cancel_running(session, targets)
+    flagged = jobs.cancel_jobs(session, targets)
     session.commit()
     for running_id in flagged:
         # The training loop reads this flag with every curve flush: it stops within a few steps.
@@ -151,7 +151,7 @@ def read_curve(
     ),
 ) -> CurveOut:
     job = _job_or_404(session, job_id)
-    points = jobs.stored_points(session, job_id) if job.status in jobs.TERMINAL else []
+    points = jobs.stored_points(session, job_id) if job.status in TERMINAL else []
     if points:
         if after:
             points = [p for p in points if streams.stream_id_key(p["id"]) > streams.stream_id_key(after)]
