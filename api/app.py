@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.routers import catalog, ensembles, health, jobs, runs
+from api.routers import catalog, ensembles, events, health, jobs, runs
 
 
 def create_app() -> FastAPI:
@@ -15,6 +15,7 @@ def create_app() -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(runs.router)
     app.include_router(ensembles.router)
     app.include_router(catalog.router)

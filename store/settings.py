@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     )
     predictor_cache_mb: int = Field(256, ge=1, description="memory for ensembles kept loaded by the API")
 
+    # Event streams (GET /v1/jobs/{id}/events).
+    sse_heartbeat_s: float = Field(
+        15.0, gt=0, description="an event stream idle this long gets a comment, so proxies keep it open"
+    )
+
     @model_validator(mode="after")
     def _data_dir_under_home(self) -> Settings:
         # The same rule as models.datasets.default_data_dir, which cannot import this module.

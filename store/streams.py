@@ -1,11 +1,14 @@
-"""Redis keys of a job: its curve stream, live progress and cancel flag."""
+"""Redis keys of a job: its event stream (curve points and status changes), live progress and cancel flag."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import redis
+import redis.asyncio
 
 from store.settings import get_settings
 
@@ -29,6 +32,14 @@ def cancel_key(job_id: str) -> str:
 def get_redis() -> redis.Redis:
     return redis.Redis.from_url(
         get_settings().redis_url, decode_responses=True, socket_timeout=10, health_check_interval=30
+    )
+
+
+@lru_cache
+def get_async_redis() -> redis.asyncio.Redis:
+    """For the API's event streams: one blocked XREAD per follower must not hold a thread."""
+    return redis.asyncio.Redis.from_url(
+        get_settings().redis_url, decode_responses=True, socket_timeout=30, health_check_interval=30
     )
 
 
@@ -61,13 +72,51 @@ def point_from_entry(stream_id: str, fields: dict[str, str]) -> dict:
     }
 
 
+# The curve stream also carries status changes, so that a follower sees both in one order with one id
+# sequence (what makes resuming from Last-Event-ID exact). Status entries are marked by this field.
+STATUS_EVENT = "status"
+
+
+def status_fields(
+    status: str, attempt: int, progress: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None
+) -> dict[str, str]:
+    return {
+        "event": STATUS_EVENT,
+        "status": status,
+        "attempt": str(attempt),
+        "progress": json.dumps(progress or {}),
+        "metrics": json.dumps(metrics or {}),
+    }
+
+
+def is_status_entry(fields: dict[str, str]) -> bool:
+    return fields.get("event") == STATUS_EVENT
+
+
+def status_from_entry(fields: dict[str, str]) -> dict[str, Any]:
+    return {
+        "status": fields["status"],
+        "attempt": int(fields["attempt"]),
+        "progress": json.loads(fields["progress"]),
+        "metrics": json.loads(fields["metrics"]),
+    }
+
+
 def publish(
-    client: redis.Redis, job_id: str, points: list[Point], progress: dict[str, float], maxlen: int
+    client: redis.Redis,
+    job_id: str,
+    points: list[Point],
+    progress: dict[str, float],
+    maxlen: int,
+    status: dict[str, str] | None = None,
 ) -> bool:
-    """Append points and progress in one round trip; answers whether a cancel was requested."""
+    """Append points (then a status entry) and progress in one round trip; answers whether a cancel
+    was requested."""
     pipe = client.pipeline(transaction=False)
     for point in points:
         pipe.xadd(curve_key(job_id), point.fields(), maxlen=maxlen, approximate=True)
+    if status:
+        pipe.xadd(curve_key(job_id), status, maxlen=maxlen, approximate=True)
     if progress:
         pipe.hset(progress_key(job_id), mapping={k: repr(v) for k, v in progress.items()})
     pipe.exists(cancel_key(job_id))
@@ -78,7 +127,8 @@ def read_points(
     client: redis.Redis, job_id: str, after: str | None = None, count: int | None = None
 ) -> list[dict]:
     start = f"({after}" if after else "-"
-    return [point_from_entry(i, f) for i, f in client.xrange(curve_key(job_id), start, "+", count=count)]
+    entries = client.xrange(curve_key(job_id), start, "+", count=count)
+    return [point_from_entry(i, f) for i, f in entries if not is_status_entry(f)]
 
 
 def read_progress(client: redis.Redis, job_id: str) -> dict[str, float]:

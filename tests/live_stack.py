@@ -22,6 +22,7 @@ TEST_SETTINGS = {
     "TRAINYARD_LEASE_S": "5",
     "TRAINYARD_REPORT_EVERY": "5",
     "TRAINYARD_DEVICE": "cpu",
+    "TRAINYARD_SSE_HEARTBEAT_S": "1",
 }
 CLI = [sys.executable, "-m", "trainyard.cli"]
 

@@ -102,10 +102,13 @@ def train_vectorized(spec: JobSpec, member_ids: list[str]) -> None:
                 train_claimed(claim)
             return
         splits = load_splits(spec.dataset, spec.model, data_dir=settings.data_dir)
+        reporters = [JobReporter(claim, client, settings) for claim in claims]
+        for reporter in reporters:
+            reporter.announce("running")
         results = train_members(
             spec,
             splits,
-            [JobReporter(claim, client, settings) for claim in claims],
+            reporters,
             members=[claim.member for claim in claims],
             device=pick_device(settings.device),
             resumes=resumes if resumes[0] is not None else None,

@@ -12,7 +12,7 @@ from store import lifecycle, streams
 from store.artifacts import TrainingState, job_dir, save_checkpoint
 from store.db import session_scope
 from store.lifecycle import Claim
-from store.settings import Settings
+from store.settings import Settings, get_settings
 from store.tables import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -26,9 +26,16 @@ class JobReporter:
         self.last_heartbeat = time.monotonic()
         self.dropped_points = 0
 
-    def report(self, points: list[streams.Point], progress: dict[str, float]) -> str | None:
+    def announce(self, status: str) -> None:
+        """Tell the job's followers that this attempt has started (the end is announced by end_attempt)."""
+        announce_status(self.client, self.claim.job_id, streams.status_fields(status, self.claim.attempt))
+
+    def report(
+        self, points: list[streams.Point], progress: dict[str, float], status: dict[str, str] | None = None
+    ) -> str | None:
         try:
-            if streams.publish(self.client, self.claim.job_id, points, progress, self.settings.stream_maxlen):
+            maxlen = self.settings.stream_maxlen
+            if streams.publish(self.client, self.claim.job_id, points, progress, maxlen, status):
                 return "cancelled"
         except redis.RedisError as exc:
             # Redis being away must not kill a training run: the curve gets a gap, and says so.
@@ -56,7 +63,8 @@ class JobReporter:
             streams.Point(state.step, float(state.epoch), name, metrics[name], self.claim.attempt)
             for name in ("val_loss", "val_acc")
         ]
-        reason = self.report(epoch_points, progress)
+        status = streams.status_fields("running", self.claim.attempt, progress, metrics)
+        reason = self.report(epoch_points, progress, status)
         checkpoint = Checkpoint(job_id=self.claim.job_id, epoch=state.epoch, step=state.step, path=str(path))
         job_metrics = metrics | ({"dropped_points": self.dropped_points} if self.dropped_points else {})
         with session_scope() as session:
@@ -71,3 +79,11 @@ class JobReporter:
         for stale_path in stale:
             Path(stale_path).unlink(missing_ok=True)
         return reason or (None if owned else "lost")
+
+
+def announce_status(client: redis.Redis, job_id: str, status: dict[str, str]) -> None:
+    """Best effort, like the curve: followers that miss it read the status from SQL."""
+    try:
+        streams.publish(client, job_id, [], {}, get_settings().stream_maxlen, status)
+    except redis.RedisError as exc:
+        log.warning("job %s: status %s not published: %s", job_id, status["status"], exc)

@@ -17,7 +17,7 @@ from store.db import session_scope
 from store.lifecycle import Claim
 from store.settings import Settings, get_settings
 from store.tables import Run
-from worker.reporting import JobReporter
+from worker.reporting import JobReporter, announce_status
 from worker.training import Diverged, Stopped, TrainResult, pick_device, train
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ def train_claimed(claim: Claim) -> str | None:
     client = streams.get_redis()
     spec = JobSpec.model_validate(claim.spec)
     reporter = JobReporter(claim, client, settings)
+    reporter.announce("running")
     try:
         # Inside the try: an unreadable checkpoint fails the job with its reason, not as a lost worker.
         resume = resume_state(claim)
@@ -126,6 +127,10 @@ def end_attempt(claim: Claim, client: redis.Redis, outcome: dict[str, Any] | Non
     curve = streams.read_points(client, claim.job_id)
     with session_scope() as session:
         finished = lifecycle.finish(session, claim, curve=curve, **outcome)
+    if finished:
+        progress = outcome.get("progress") or streams.read_progress(client, claim.job_id)
+        status = streams.status_fields(outcome["status"], claim.attempt, progress, outcome.get("metrics"))
+        announce_status(client, claim.job_id, status)
     streams.expire_job_keys(client, claim.job_id)
     log.info("job %s: %s", claim.job_id, outcome["status"] if finished else "lost before it could finish")
     return outcome["status"] if finished else None

@@ -35,7 +35,7 @@ def _live_progress(job, client) -> dict:
     return job.progress | (live or {})
 
 
-def _present(job, session, client) -> JobOut:
+def present_job(job, session, client) -> JobOut:
     if job.kind != "ensemble":
         return JobOut.of(job, _live_progress(job, client))
     members = [
@@ -96,7 +96,7 @@ def submit_job(
         session.commit()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the job queue is unavailable") from exc
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return _present(job, session, client)
+    return present_job(job, session, client)
 
 
 @router.get("", response_model=JobPage)
@@ -113,12 +113,12 @@ def list_jobs(
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc), "input": cursor}]
         ) from exc
-    return JobPage(items=[_present(job, session, client) for job in page], next_cursor=next_cursor)
+    return JobPage(items=[present_job(job, session, client) for job in page], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)
 def read_job(job_id: str, session: SessionDep, client: RedisDep) -> JobOut:
-    return _present(_job_or_404(session, job_id), session, client)
+    return present_job(_job_or_404(session, job_id), session, client)
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
@@ -134,7 +134,7 @@ def cancel_job(job_id: str, session: SessionDep, client: RedisDep, settings: Set
         # The training loop reads this flag with every curve flush: it stops within a few steps.
         streams.request_cancel(client, running_id, ttl_s=settings.visibility_timeout)
     session.refresh(job)
-    return _present(job, session, client)
+    return present_job(job, session, client)
 
 
 @router.get("/{job_id}/metrics", response_model=CurveOut)
