@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import redis
@@ -14,12 +14,19 @@ from store.settings import Settings, get_settings
 from store.streams import get_redis
 
 
-def get_db() -> Iterator[Session]:
+async def get_db() -> AsyncIterator[Session]:
     """A session per request; routes that write commit explicitly."""
     with new_session() as session:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# A request's session keeps its pooled connection until FastAPI has serialized the answer, which for a
+# sync route happens in the thread pool. Unbounded, a burst of requests deadlocks: every connection held
+# by an answer waiting for a thread, every thread waiting for a connection. So at most pool-size requests
+# hold a session at once; the others wait on the event loop, which costs no thread. The session is closed
+# on the event loop (an async dependency) once the route function and its serialization are done.
+SessionDep = Annotated[
+    Session, Depends(get_db, scope="function", max_concurrency=get_settings().db_pool_size)
+]
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -13,10 +13,14 @@ from store.settings import get_settings
 
 
 def make_engine(url: str) -> Engine:
+    # Half as many again on top of the pool: the API's request sessions are limited to pool_size
+    # (api.deps), so the work it does outside them (event streams, caches) always finds a connection.
+    size = get_settings().db_pool_size
+    pool = {"pool_size": size, "max_overflow": max(2, size // 2)}
     if url.startswith("sqlite"):
         # The API and the worker write concurrently: WAL lets readers run beside one writer,
         # and the busy timeout makes a second writer wait instead of failing.
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -27,7 +31,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 @lru_cache

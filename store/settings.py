@@ -23,6 +23,12 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "TRAINYARD_REDIS_URL")
     )
     port: int = Field(8000, validation_alias=AliasChoices("PORT", "TRAINYARD_PORT"))
+    access_log: bool = Field(
+        False, description="uvicorn's line per request; off: it costs more than a cached GET (see /metrics)"
+    )
+    db_pool_size: int = Field(
+        20, ge=1, description="database connections a process keeps; the API serves this many requests at once"
+    )
 
     # Worker behaviour.
     max_attempts: int = Field(3, ge=1, description="a job whose worker is lost this often fails")
@@ -41,10 +47,21 @@ class Settings(BaseSettings):
     )
     predictor_cache_mb: int = Field(256, ge=1, description="memory for ensembles kept loaded by the API")
 
+    job_cache_s: float = Field(
+        0.25, ge=0, description="a running job's GET answer is reused this long (api/job_cache.py); 0: never"
+    )
+
     # Event streams (GET /v1/jobs/{id}/events).
     sse_heartbeat_s: float = Field(
         15.0, gt=0, description="an event stream idle this long gets a comment, so proxies keep it open"
     )
+
+    # Webhooks (a job's notify_url).
+    webhook_secret: str | None = Field(None, description="HMAC key; default: one generated in home/")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="longest wait for a receiver's answer")
+    webhook_max_attempts: int = Field(5, ge=1, description="attempts before a delivery is failed")
+    webhook_backoff_s: float = Field(1.0, gt=0, description="wait before the first retry; doubles after")
+    webhook_backoff_max_s: float = Field(600.0, gt=0, description="longest wait between two attempts")
 
     @model_validator(mode="after")
     def _data_dir_under_home(self) -> Settings:

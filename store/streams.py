@@ -39,7 +39,13 @@ def get_redis() -> redis.Redis:
 def get_async_redis() -> redis.asyncio.Redis:
     """For the API's event streams: one blocked XREAD per follower must not hold a thread."""
     return redis.asyncio.Redis.from_url(
-        get_settings().redis_url, decode_responses=True, socket_timeout=30, health_check_interval=30
+        get_settings().redis_url,
+        decode_responses=True,
+        socket_timeout=30,
+        health_check_interval=30,
+        # Each follower holds a connection while its XREAD blocks; the default pool (100) would make
+        # the 101st follower wait for one.
+        max_connections=10_000,
     )
 
 

@@ -8,13 +8,16 @@ from typing import Literal
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
+from api.curves import read_job_points
 from api.deps import RedisDep, SessionDep, SettingsDep
 from api.downsample import downsample_curve
+from api.job_cache import Answer, get_job_answers
 from api.schemas import CurveOut, JobOut, JobPage, MemberOut, Progress
 from models.cnn import inspect_model
 from models.datasets import ensure_available
 from models.spec import JobSpec, SpecError
 from store import ensembles, jobs, streams
+from store.db import new_session
 from store.queue import enqueue_job
 from store.tables import TERMINAL
 
@@ -116,9 +119,25 @@ def list_jobs(
     return JobPage(items=[present_job(job, session, client) for job in page], next_cursor=next_cursor)
 
 
+def load_job(job_id: str) -> JobOut | None:
+    """A job as GET /v1/jobs/{id} answers it, read with a session of its own (for async routes)."""
+    with new_session() as session:
+        job = jobs.get_job(session, job_id)
+        return present_job(job, session, streams.get_redis()) if job else None
+
+
+def load_answer(job_id: str) -> Answer | None:
+    job = load_job(job_id)
+    return Answer(job.model_dump_json().encode(), job.status in TERMINAL) if job else None
+
+
 @router.get("/{job_id}", response_model=JobOut)
-def read_job(job_id: str, session: SessionDep, client: RedisDep) -> JobOut:
-    return present_job(_job_or_404(session, job_id), session, client)
+async def read_job(job_id: str) -> Response:
+    # Async, and answered from the short-lived cache: the route dashboards poll hardest.
+    answer = await get_job_answers().get(job_id, load_answer)
+    if answer is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    return Response(answer.body, media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
@@ -130,6 +149,8 @@ def cancel_job(job_id: str, session: SessionDep, client: RedisDep, settings: Set
     targets = [job_id, *(child.id for child in jobs.member_jobs(session, job_id))]
     flagged = jobs.cancel_jobs(session, targets)
     session.commit()
+    for changed in targets:
+        get_job_answers().forget(changed)
     for running_id in flagged:
         # The training loop reads this flag with every curve flush: it stops within a few steps.
         streams.request_cancel(client, running_id, ttl_s=settings.visibility_timeout)
@@ -150,13 +171,7 @@ def read_curve(
         description="at most this many points per series: first, last, and each bucket's min and max",
     ),
 ) -> CurveOut:
-    job = _job_or_404(session, job_id)
-    points = jobs.stored_points(session, job_id) if job.status in TERMINAL else []
-    if points:
-        if after:
-            points = [p for p in points if streams.stream_id_key(p["id"]) > streams.stream_id_key(after)]
-    else:
-        points = streams.read_points(client, job_id, after=after)
+    points = read_job_points(session, client, _job_or_404(session, job_id), after=after)
     last_id = points[-1]["id"] if points else after
     if max_points is not None:
         points = downsample_curve(points, max_points)

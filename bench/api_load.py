@@ -1,0 +1,225 @@
+"""The API under a dashboard's load: polls and event streams while a job trains.
+
+    python bench/api_load.py [--quick] [--pollers 64] [--followers 100] [--worker-threads N]
+
+A real stack (API, private Redis, SQLite, one Celery worker) on this machine, on the Settings defaults.
+The same job (lenet5 on digits, momentum, seed 0) trains three times:
+
+1. alone: its training time (the job's finished_at - started_at) is the baseline;
+2. under load: `--pollers` clients poll GET /v1/jobs/{id} as fast as they are answered (each waits for its
+   answer, then asks again, on a kept-alive connection), and `--followers` clients follow
+   GET /v1/jobs/{id}/events from its start to its `done`;
+3. alone again, so that drift of the machine's speed hits both sides; the baseline is the mean of 1 and 3.
+
+Printed: polls per second and their p50/p99 latency over the job's training, whether every follower got
+every curve point of the job (each once, in order), and the training slowdown under load.
+Last line `value=<polls per second>` (goal at least 1,500 with p99 under 50 ms on 2 cores, and no slowdown
+of the training beyond 10%).
+
+The worker trains with `--worker-threads` threads (default: all cores but one). On a machine that also
+serves the API, that core is the API's: training OpenMP threads all wait for one that was preempted, so a
+2-thread run loses 15-35% to even a light poller (measured in bench/service_overhead.py). Both the baseline
+and the loaded run use the same setting.
+
+The clients are hand-written asyncio HTTP/1.1 (a request line, Content-Length or chunked bodies) rather than
+httpx: the load generator shares the machine with what it measures, so it must cost far less per request
+than the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+for name in ("HEARTBEAT_S", "LEASE_S", "REPORT_EVERY", "STREAM_MAXLEN", "SSE_HEARTBEAT_S"):
+    os.environ.pop(f"TRAINYARD_{name}", None)  # the stack runs on the Settings defaults
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a shorter job (about a minute in all)")
+    parser.add_argument("--pollers", type=int, default=64)
+    parser.add_argument("--followers", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--worker-threads", type=int, default=max(1, (os.cpu_count() or 1) - 1))
+    return parser.parse_args()
+
+
+def job_spec(epochs: int) -> dict:
+    return {
+        "name": "bench-api-load",
+        "dataset": {"name": "digits"},
+        "model": {"arch": "lenet5"},
+        "optimizer": {"type": "momentum", "lr": 0.05, "momentum": 0.9},
+        "training": {"epochs": epochs, "batch_size": 64, "seed": 0},
+    }
+
+
+# ------------------------------------------------------------------ a minimal HTTP/1.1 client
+
+
+async def read_response_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split(" ", 2)[1])
+    headers = {}
+    for line in head[1:]:
+        if line:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+    return status, headers
+
+
+async def poll(port: int, path: str, stop: asyncio.Event, latencies: list[float]) -> int:
+    """GET `path` again and again on one connection until `stop`; answers the number of non-200s."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    errors = 0
+    try:
+        while not stop.is_set():
+            started = time.perf_counter()
+            writer.write(request)
+            status, headers = await read_response_head(reader)
+            await reader.readexactly(int(headers["content-length"]))
+            latencies.append(time.perf_counter() - started)
+            errors += status != 200
+    finally:
+        writer.close()
+    return errors
+
+
+async def follow(port: int, path: str) -> list[tuple[str, str | None]]:
+    """Read an event stream to its end: (event, id) of each event (comments skipped)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+    status, headers = await read_response_head(reader)
+    assert status == 200 and headers.get("transfer-encoding") == "chunked", (status, headers)
+    events, buffer = [], b""
+    try:
+        while True:
+            size = int((await reader.readline()).strip(), 16)
+            if size == 0:
+                return events
+            buffer += (await reader.readexactly(size + 2))[:-2]
+            *blocks, buffer = buffer.split(b"\n\n")
+            for block in blocks:
+                fields = dict(line.split(": ", 1) for line in block.decode().split("\n") if ": " in line)
+                if "event" in fields:
+                    events.append((fields["event"], fields.get("id")))
+    finally:
+        writer.close()
+
+
+# ------------------------------------------------------------------ the runs
+
+
+def _moment(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def training_seconds(job: dict) -> float:
+    return _moment(job["finished_at"]) - _moment(job["started_at"])
+
+
+def run_alone(stack, spec: dict) -> float:
+    job = stack.wait_finished(stack.submit(spec)["id"], timeout=3600)
+    assert job["status"] == "succeeded", job["error"]
+    return training_seconds(job)
+
+
+async def run_loaded(stack, spec: dict, pollers: int, followers: int) -> dict:
+    job_id = stack.submit(spec)["id"]
+    stop = asyncio.Event()
+    latencies: list[float] = []
+    events, one_job = f"/v1/jobs/{job_id}/events", f"/v1/jobs/{job_id}"
+    following = [asyncio.create_task(follow(stack.port, events)) for _ in range(followers)]
+    polling = [asyncio.create_task(poll(stack.port, one_job, stop, latencies)) for _ in range(pollers)]
+    while stack.job(job_id)["status"] != "running":
+        await asyncio.sleep(0.05)
+    counted_from, counted = time.perf_counter(), len(latencies)
+    followed = await asyncio.gather(*following)  # they end with the job's `done`
+    window = time.perf_counter() - counted_from
+    polls_in_window = latencies[counted:]
+    stop.set()
+    errors = sum(await asyncio.gather(*polling))
+    job = stack.job(job_id)
+    assert job["status"] == "succeeded", job["error"]
+    return {
+        "job": job,
+        "polls": polls_in_window,
+        "window": window,
+        "errors": errors,
+        "followed": followed,
+        "curve_ids": [p["id"] for p in stack.curve(job_id)],
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    from tests.live_stack import LiveStack
+    from trainyard.services import start_private_redis
+
+    epochs = args.epochs or (15 if args.quick else 60)
+    tmp = Path(tempfile.mkdtemp(prefix="trainyard-bench-"))
+    redis_server = start_private_redis(tmp / "redis")
+    settings = {"TRAINYARD_DEVICE": "cpu", "OMP_NUM_THREADS": str(args.worker_threads)}
+    stack = LiveStack(tmp, f"sqlite:///{tmp / 'trainyard.db'}", redis_server.url, settings=settings)
+    try:
+        stack.start_api()
+        stack.start_worker(concurrency=1)
+        print(
+            f"stack: 1 API process, 1 worker training with {args.worker_threads} thread(s), "
+            f"{os.cpu_count()} cores; job: lenet5 on digits, {epochs} epochs, batch 64"
+        )
+        run_alone(stack, job_spec(1))  # warm-up: imports, dataset cache, first kernels
+        before = run_alone(stack, job_spec(epochs))
+        print(f"training alone: {before:.2f} s")
+        loaded = asyncio.run(run_loaded(stack, job_spec(epochs), args.pollers, args.followers))
+        under_load = training_seconds(loaded["job"])
+        print(f"training under load: {under_load:.2f} s")
+        after = run_alone(stack, job_spec(epochs))
+        print(f"training alone again: {after:.2f} s")
+    except BaseException:
+        print(f"API log, last lines:\n{stack.log('api.log')[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        stack.stop()
+        redis_server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    polls = sorted(loaded["polls"])
+    rate = len(polls) / loaded["window"]
+    p50, p99 = (polls[int(q * (len(polls) - 1))] * 1000 for q in (0.50, 0.99))
+    curve = loaded["curve_ids"]
+    complete = 0
+    for events in loaded["followed"]:
+        metric_ids = [event_id for kind, event_id in events if kind == "metric"]
+        complete += metric_ids == curve and events[-1][0] == "done"
+    slowdown = under_load / statistics.mean([before, after])
+    print(
+        f"polls: {len(polls)} in {loaded['window']:.1f} s by {args.pollers} clients, "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, non-200 answers {loaded['errors']}"
+    )
+    print(
+        f"followers: {complete}/{args.followers} got all {len(curve)} curve points once, in order, then done"
+    )
+    print(f"training slowdown under load: {slowdown:.3f} (goal at most 1.10)")
+    print(f"p99_ms={p99:.1f}")
+    print(json.dumps({"polls_per_s": round(rate), "p99_ms": round(p99, 1), "slowdown": round(slowdown, 3)}))
+    print(f"value={rate:.0f}")
+
+
+if __name__ == "__main__":
+    main()
