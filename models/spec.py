@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationInfo, field_validator, model_validator
 
 Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "none"]
 DropoutMode = Literal["inverted", "vanilla"]
@@ -359,6 +359,11 @@ class JobSpec(Strict):
     regularization: RegularizationSpec = Field(default_factory=RegularizationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
+    notify_url: HttpUrl | None = Field(
+        None,
+        description="POST the job's summary here when it ends (succeeded, failed or cancelled), signed "
+        "with HMAC-SHA256 in X-Trainyard-Signature; an ensemble job notifies once, not per member",
+    )
 
     @field_validator("regularization")
     @classmethod
@@ -400,6 +405,7 @@ class JobSpec(Strict):
                 "name": f"{self.display_name[:110]} #{member}",
                 "training": self.training.model_copy(update={"seed": seed}),
                 "ensemble": self.ensemble.model_copy(update={"members": 1}),
+                "notify_url": None,  # the ensemble job notifies, once, for all its members
             }
         )
 

@@ -11,6 +11,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.spec import JobSpec
+from store import webhooks
 from store.tables import CurvePoint, Job, Run, utcnow
 
 
@@ -102,11 +103,14 @@ def cancel_jobs(session: Session, job_ids: list[str]) -> list[str]:
     Answers the running ones flagged: their training loops must also be told through Redis, once this
     transaction is committed, and they stop at their next curve flush.
     """
-    session.execute(
+    cancelled = session.scalars(
         update(Job)
         .where(Job.id.in_(job_ids), Job.status == "queued")
         .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
-    )
+        .returning(Job.id)
+    ).all()
+    for job_id in cancelled:
+        webhooks.job_ended(session, job_id)
     running = list(session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "running")))
     session.execute(
         update(Job).where(Job.id.in_(running), Job.status == "running").values(cancel_requested=True)

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from store import webhooks
 from store.tables import TERMINAL, Checkpoint, CurvePoint, Job, Run, utcnow
 
 
@@ -189,6 +190,7 @@ def finish(
         return False
     session.add_all(runs)
     store_curve(session, claim.job_id, curve)
+    webhooks.job_ended(session, claim.job_id)
     return True
 
 
@@ -223,7 +225,11 @@ def recover(session: Session, job: Job, max_attempts: int) -> str | None:
         .where(Job.id == job.id, Job.status == "running", Job.attempts == job.attempts)
         .values(**values)
     )
-    return values["status"] if result.rowcount == 1 else None
+    if result.rowcount != 1:
+        return None
+    if values["status"] == "failed":
+        webhooks.job_ended(session, job.id)
+    return values["status"]
 
 
 # ---------------------------------------------------------------- ensemble jobs
@@ -295,4 +301,7 @@ def end_ensemble_job(
         .where(Job.id == job_id, Job.status.in_(("queued", "running")))
         .values(status=status, metrics=metrics, error=error, finished_at=utcnow())
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    webhooks.job_ended(session, job_id)
+    return True

@@ -12,6 +12,7 @@ TRAIN_TASK = "trainyard.train"  # one model: a job of kind "train"
 ENSEMBLE_TASK = "trainyard.ensemble"  # a job of kind "ensemble": choose a strategy, train the members
 FINISH_ENSEMBLE_TASK = "trainyard.finish_ensemble"  # once the members have ended: build, evaluate, finish
 BUILD_ENSEMBLE_TASK = "trainyard.build_ensemble"  # an ensemble of stored runs: average, evaluate
+DELIVER_WEBHOOK_TASK = "trainyard.deliver_webhook"  # one attempt at notifying a job's notify_url
 QUEUE = "trainyard"
 
 
@@ -61,3 +62,7 @@ def enqueue_finish_ensemble(job_id: str) -> None:
 
 def enqueue_build_ensemble(ensemble_id: str) -> None:
     producer().send_task(BUILD_ENSEMBLE_TASK, args=[ensemble_id], queue=QUEUE)
+
+
+def enqueue_webhook(delivery_id: str) -> None:
+    producer().send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=QUEUE)

@@ -23,6 +23,7 @@ TEST_SETTINGS = {
     "TRAINYARD_REPORT_EVERY": "5",
     "TRAINYARD_DEVICE": "cpu",
     "TRAINYARD_SSE_HEARTBEAT_S": "1",
+    "TRAINYARD_WEBHOOK_BACKOFF_S": "0.2",
 }
 CLI = [sys.executable, "-m", "trainyard.cli"]
 

@@ -1,4 +1,5 @@
-"""Requeue jobs whose worker was lost, fail those that have used their attempts, finish stalled ensembles."""
+"""Requeue jobs whose worker was lost, fail those that have used their attempts, finish stalled ensembles,
+send the webhook deliveries that are due."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from store import lifecycle
 from store.db import session_scope
 from store.queue import enqueue_finish_ensemble, enqueue_job, enqueue_training
 from store.settings import Settings
+from worker.webhooks import send_due_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,10 @@ def recover_lost_jobs(settings: Settings) -> list[str]:
     for job_id in to_finish:
         log.warning("ensemble job %s: all members ended but the job did not; finishing it", job_id)
         enqueue_finish_ensemble(job_id)
+    try:
+        send_due_webhooks(settings)
+    except Exception:  # whatever fails here must not stop the recovery of jobs, next round included
+        log.exception("sending due webhooks failed")
     return requeued
 
 

@@ -2,11 +2,18 @@
 
 from celery import chord
 
-from store.queue import BUILD_ENSEMBLE_TASK, ENSEMBLE_TASK, FINISH_ENSEMBLE_TASK, TRAIN_TASK
+from store.queue import (
+    BUILD_ENSEMBLE_TASK,
+    DELIVER_WEBHOOK_TASK,
+    ENSEMBLE_TASK,
+    FINISH_ENSEMBLE_TASK,
+    TRAIN_TASK,
+)
 from worker.celery_app import app
 from worker.ensemble_build import build_ensemble
 from worker.ensemble_jobs import finish_ensemble_job, run_ensemble_job
 from worker.run_job import run_job
+from worker.webhooks import deliver
 
 
 # Results are kept (in the Redis result backend) because an ensemble's members are a chord's header:
@@ -36,3 +43,8 @@ def finish_ensemble(job_id: str) -> str | None:
 @app.task(name=BUILD_ENSEMBLE_TASK)
 def build(ensemble_id: str) -> str:
     return build_ensemble(ensemble_id).status
+
+
+@app.task(name=DELIVER_WEBHOOK_TASK)
+def deliver_webhook(delivery_id: str) -> str | None:
+    return deliver(delivery_id)

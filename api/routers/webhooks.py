@@ -1,0 +1,78 @@
+"""A job's webhook deliveries: what was sent to its notify_url, and every attempt's answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
+
+from api.deps import SessionDep
+from api.schemas import UtcModel
+from store import jobs, webhooks
+from store.tables import WebhookAttempt, WebhookDelivery
+
+router = APIRouter(prefix="/v1/jobs", tags=["webhooks"])
+
+
+class WebhookAttemptOut(UtcModel):
+    attempt: int
+    at: datetime
+    status_code: int | None = Field(description="the receiver's answer; null when none came")
+    error: str | None = Field(description="why the attempt failed: a non-2xx code, a timeout, a refusal")
+    duration_ms: float
+
+    @classmethod
+    def of(cls, attempt: WebhookAttempt) -> WebhookAttemptOut:
+        return cls(
+            attempt=attempt.attempt,
+            at=attempt.at,
+            status_code=attempt.status_code,
+            error=attempt.error,
+            duration_ms=attempt.duration_ms,
+        )
+
+
+class WebhookDeliveryOut(UtcModel):
+    id: str = Field(description="sent as X-Trainyard-Delivery: the same for every attempt, to deduplicate")
+    event: str = Field(description="job.succeeded, job.failed or job.cancelled")
+    url: str
+    status: str = Field(description="pending (more attempts to come), delivered or failed (gave up)")
+    attempts: int
+    next_attempt_at: datetime | None = Field(description="when the next attempt is due, while pending")
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    payload: dict[str, Any] = Field(description="the JSON body POSTed")
+    history: list[WebhookAttemptOut] = Field(description="every attempt, oldest first")
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> WebhookDeliveryOut:
+        return cls(
+            id=delivery.id,
+            event=delivery.event,
+            url=delivery.url,
+            status=delivery.status,
+            attempts=delivery.attempts,
+            next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
+            last_status_code=delivery.last_status_code,
+            last_error=delivery.last_error,
+            created_at=delivery.created_at,
+            delivered_at=delivery.delivered_at,
+            payload=delivery.payload,
+            history=[WebhookAttemptOut.of(attempt) for attempt in delivery.history],
+        )
+
+
+class WebhookDeliveries(BaseModel):
+    items: list[WebhookDeliveryOut]
+
+
+@router.get("/{job_id}/webhooks", response_model=WebhookDeliveries)
+def list_job_webhooks(job_id: str, session: SessionDep) -> WebhookDeliveries:
+    if jobs.get_job(session, job_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    deliveries = webhooks.deliveries_of(session, job_id)
+    return WebhookDeliveries(items=[WebhookDeliveryOut.of(delivery) for delivery in deliveries])

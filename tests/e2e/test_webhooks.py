@@ -1,0 +1,178 @@
+"""A job with a notify_url POSTs its summary, signed, to a real HTTP receiver when it ends, until accepted."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.factories import lenet_spec, training
+
+
+@dataclass(frozen=True)
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+    @property
+    def payload(self) -> dict:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """An HTTP server that records every POST; each path answers its scripted codes in turn, then 200."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, list[Received]] = {}
+        self.scripts: dict[str, list[int]] = {}
+        self.changed = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.changed:
+                    script = receiver.scripts.get(self.path, [])
+                    code = script.pop(0) if script else 200
+                    received = Received(dict(self.headers), body, code)
+                    receiver.requests.setdefault(self.path, []).append(received)
+                    receiver.changed.notify_all()
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # port 0: the kernel picks a free one
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, *answers: int) -> str:
+        """A fresh path on this server that answers `answers` first, then 200."""
+        path = f"/hooks/{uuid.uuid4().hex}"
+        self.scripts[path] = list(answers)
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def wait(self, url: str, count: int, timeout: float = 30) -> list[Received]:
+        path = url.split(str(self.server.server_address[1]), 1)[1]
+        with self.changed:
+            self.changed.wait_for(lambda: len(self.requests.get(path, [])) >= count, timeout)
+            got = list(self.requests.get(path, []))
+        assert len(got) >= count, f"{url} received {len(got)} requests, not {count}"
+        return got
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.server.shutdown()
+
+
+def secret_of(stack) -> str:
+    """The stack's signing secret: from its environment, else the one its processes generated."""
+    return stack.env.get("TRAINYARD_WEBHOOK_SECRET") or (stack.home / "webhook_secret").read_text().strip()
+
+
+def wait_delivered(stack, job_id: str, timeout: float = 15) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = stack.http.get(f"/v1/jobs/{job_id}/webhooks")
+        assert response.status_code == 200, response.text
+        items = response.json()["items"]
+        if items and all(item["status"] != "pending" for item in items) or time.monotonic() > deadline:
+            return items
+        time.sleep(0.1)
+
+
+def test_a_finished_job_is_posted_signed_and_retried_until_accepted(stack, receiver):
+    url = receiver.url(500)
+    job = stack.wait_finished(stack.submit(lenet_spec(training=training(epochs=1), notify_url=url))["id"])
+    assert job["status"] == "succeeded", job["error"]
+
+    failed, accepted = receiver.wait(url, 2)
+    assert (failed.answered, accepted.answered) == (500, 200)
+    assert accepted.headers["X-Trainyard-Event"] == "job.succeeded"
+    assert accepted.headers["X-Trainyard-Delivery"] == failed.headers["X-Trainyard-Delivery"]
+    assert accepted.headers["Content-Type"] == "application/json"
+    # What the README tells receivers to do: HMAC-SHA256 of "{timestamp}.{body}", and a recent timestamp.
+    timestamp = accepted.headers["X-Trainyard-Timestamp"]
+    expected = hmac.new(secret_of(stack).encode(), f"{timestamp}.".encode() + accepted.body, hashlib.sha256)
+    assert accepted.headers["X-Trainyard-Signature"] == f"sha256={expected.hexdigest()}"
+    assert abs(time.time() - int(timestamp)) < 60
+
+    payload = accepted.payload
+    assert payload["event"] == "job.succeeded"
+    assert {key: payload["job"][key] for key in ("id", "name", "kind", "status", "attempts", "error")} == {
+        key: job[key] for key in ("id", "name", "kind", "status", "attempts", "error")
+    }
+    assert payload["job"]["metrics"]["test_acc"] == job["metrics"]["test_acc"]
+    [run] = job["runs"]
+    assert payload["job"]["runs"] == [{"id": run["id"], "member": 0, "test_acc": run["test_acc"]}]
+    assert payload["job"]["finished_at"] is not None
+
+    [delivery] = wait_delivered(stack, job["id"])
+    assert delivery["status"] == "delivered"
+    assert delivery["id"] == accepted.headers["X-Trainyard-Delivery"]
+    assert (delivery["event"], delivery["url"], delivery["attempts"]) == ("job.succeeded", url, 2)
+    assert [(a["attempt"], a["status_code"], a["error"]) for a in delivery["history"]] == [
+        (1, 500, "HTTP 500"),
+        (2, 200, None),
+    ]
+    assert delivery["payload"] == payload
+
+
+def test_cancelled_jobs_notify_while_the_worker_is_busy_training(stack, receiver):
+    running_url, queued_url = receiver.url(), receiver.url()
+    running = stack.submit(lenet_spec(name="long", training=training(epochs=500), notify_url=running_url))
+    stack.wait_for(running["id"], lambda j: j["status"] == "running" and j["progress"]["step"] > 0)
+    queued = stack.submit(lenet_spec(name="behind", training=training(epochs=1), notify_url=queued_url))
+    assert stack.http.post(f"/v1/jobs/{queued['id']}/cancel").json()["status"] == "cancelled"
+
+    # The only training process is busy: the worker's main process sends it all the same.
+    [notified] = receiver.wait(queued_url, 1)
+    assert notified.headers["X-Trainyard-Event"] == "job.cancelled"
+    assert notified.payload["job"]["id"] == queued["id"]
+    assert notified.payload["job"]["status"] == "cancelled"
+    assert stack.job(running["id"])["status"] == "running"
+
+    stack.http.post(f"/v1/jobs/{running['id']}/cancel")
+    assert stack.wait_finished(running["id"])["status"] == "cancelled"
+    [notified] = receiver.wait(running_url, 1)
+    assert notified.payload["event"] == "job.cancelled"
+    assert notified.payload["job"]["attempts"] == 1
+
+
+def test_an_ensemble_job_notifies_once_for_all_its_members(stack, receiver):
+    url = receiver.url()
+    spec = lenet_spec(training=training(epochs=1), ensemble={"members": 2}, notify_url=url)
+    job = stack.wait_finished(stack.submit(spec)["id"])
+    assert job["status"] == "succeeded", job["error"]
+
+    [notified] = receiver.wait(url, 1)
+    assert notified.payload["job"]["kind"] == "ensemble"
+    assert notified.payload["job"]["ensemble_id"] == job["ensemble_id"] is not None
+    assert [run["member"] for run in notified.payload["job"]["runs"]] == [0, 1]
+    for member in job["members"]:
+        assert stack.http.get(f"/v1/jobs/{member['id']}/webhooks").json()["items"] == []
+        assert stack.job(member["id"])["spec"]["notify_url"] is None
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/hook", "not a url", "http://"])
+def test_a_bad_notify_url_is_refused(stack, url):
+    response = stack.http.post("/v1/jobs", json=lenet_spec(notify_url=url))
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "notify_url"]]
+
+
+def test_webhooks_of_an_unknown_job_are_404(stack):
+    assert stack.http.get("/v1/jobs/nope/webhooks").status_code == 404
