@@ -391,6 +391,9 @@ class Bookkeeper:
             "steps": self.total_steps,
             "fraction": self.step / self.total_steps,
             "eta_s": rate * (self.total_steps - self.step),
+            # Over this attempt, evaluation included: what the worker sustains. Steps, not samples: the
+            # loop does not know the batch size; the API's /metrics multiplies by the job's.
+            "steps_per_s": self.steps_this_attempt / max(time.perf_counter() - self.started, 1e-9),
         }
 
     def record(self, losses: torch.Tensor) -> bool:
