@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from trainyard.client_cli import register as register_client_commands
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="REST training-as-a-service for CNNs.")
 
 
@@ -43,7 +45,14 @@ def api(
         from store.migrate import upgrade
 
         upgrade()
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port or get_settings().port)
+    settings = get_settings()
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port or settings.port,
+        access_log=settings.access_log,
+    )
 
 
 @app.command()
@@ -74,6 +83,10 @@ def migrate() -> None:
     from store.migrate import upgrade
 
     upgrade()
+
+
+# HTTP client commands (submit, jobs, logs, cancel, ensemble): trainyard/client_cli.py.
+register_client_commands(app)
 
 
 def main() -> None:

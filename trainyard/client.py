@@ -1,0 +1,189 @@
+"""A Python client of the trainyard HTTP API (httpx); it speaks HTTP only and never imports the server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+from httpx_sse import SSEError, connect_sse
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# Arrays up to this many numbers go as JSON (readable in logs); larger ones as .npy, 4 bytes a number.
+JSON_PREDICT_LIMIT = 4096
+# The server pings every 15 s: a stream silent for longer than this has broken.
+STREAM_READ_TIMEOUT_S = 45.0
+
+
+class TrainyardError(Exception):
+    """An error answer of the API: its status code and its `detail` (a message or FastAPI's field list)."""
+
+    def __init__(self, status_code: int | None, detail: Any, url: str = "") -> None:
+        self.status_code = status_code
+        self.detail = detail
+        self.url = url
+        super().__init__(self.message())
+
+    def field_errors(self) -> list[tuple[str, str]]:
+        """(field path, message) pairs of a 422; the leading "body" is left out, as a spec file has none."""
+        if not isinstance(self.detail, list):
+            return []
+        pairs = []
+        for error in self.detail:
+            loc = [str(part) for part in error.get("loc", [])]
+            if loc[:1] == ["body"]:
+                loc = loc[1:]
+            pairs.append((".".join(loc) or "body", error.get("msg", str(error))))
+        return pairs
+
+    def message(self) -> str:
+        if self.field_errors():
+            return "invalid request: " + "; ".join(f"{path}: {msg}" for path, msg in self.field_errors())
+        return str(self.detail)
+
+
+class TrainyardConnectionError(TrainyardError):
+    """The API did not answer at all (nothing listening, DNS, timeout)."""
+
+    def __init__(self, url: str, cause: Exception) -> None:
+        self.cause = cause
+        super().__init__(
+            None, f"cannot reach the trainyard API at {url} ({type(cause).__name__}: {cause})", url
+        )
+
+
+class TrainyardClient:
+    """`TrainyardClient()` talks to TRAINYARD_URL (default http://127.0.0.1:8000) with TRAINYARD_API_KEY."""
+
+    def __init__(self, url: str | None = None, timeout: float = 30.0, api_key: str | None = None) -> None:
+        self.url = (url or os.environ.get("TRAINYARD_URL") or DEFAULT_URL).rstrip("/")
+        key = api_key if api_key is not None else os.environ.get("TRAINYARD_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+
+    def __enter__(self) -> TrainyardClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # ---- jobs
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Submit a JobSpec; the queued job."""
+        return self._request("POST", "/v1/jobs", json=spec)
+
+    def jobs(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        """One page of jobs, newest first: {"items": [...], "next_cursor": ...}."""
+        params = (
+            {"limit": limit} | ({"status": status} if status else {}) | ({"cursor": cursor} if cursor else {})
+        )
+        return self._request("GET", "/v1/jobs", params=params)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}")
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Ask for queued or running work to stop; the job as it is now."""
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def metrics(self, job_id: str, after: str | None = None) -> dict[str, Any]:
+        """The curve: {"points": [...], "last_id": ...}; `after` a point id for what came since."""
+        return self._request("GET", f"/v1/jobs/{job_id}/metrics", params={"after": after} if after else None)
+
+    def events(
+        self, job_id: str, last_event_id: str | None = None, retries: int = 5
+    ) -> Iterator[tuple[str, str | None, Any]]:
+        """The job's Server-Sent Events as (event, id, data) until `done`; resumes after a broken stream."""
+        failures, heard = 0, False
+        while True:
+            try:
+                for event, event_id, data in self._one_stream(job_id, last_event_id):
+                    failures, heard = 0, True
+                    if event_id:
+                        last_event_id = event_id
+                    yield event, event_id, data
+                    if event == "done":
+                        return
+                cause: Exception = httpx.RemoteProtocolError("the stream ended before the job did")
+            except (httpx.TransportError, SSEError) as exc:
+                # Read errors mid-stream, or a proxy that answered with something other than the stream.
+                cause = exc
+            failures += 1
+            if failures > retries or (not heard and isinstance(cause, httpx.ConnectError)):
+                # Nothing listening on the first try is a wrong URL or a stopped server: say so at once.
+                raise TrainyardConnectionError(self.url, cause)
+            # Back off 0.5, 1, 2, 4 s... then resume after the last event seen: no gaps, no duplicates.
+            time.sleep(0.5 * 2 ** (failures - 1))
+
+    def _one_stream(self, job_id: str, last_event_id: str | None) -> Iterator[tuple[str, str | None, Any]]:
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        timeout = httpx.Timeout(self.http.timeout.connect, read=STREAM_READ_TIMEOUT_S)
+        with connect_sse(
+            self.http, "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
+        ) as source:
+            if source.response.is_error:
+                source.response.read()
+                self._raise_for(source.response)
+            for sse in source.iter_sse():
+                yield sse.event, sse.id or None, json.loads(sse.data) if sse.data else None
+
+    # ---- ensembles
+
+    def create_ensemble(
+        self, members: list[str | dict[str, Any]], method: str = "mean_probs", name: str | None = None
+    ) -> dict[str, Any]:
+        """An ensemble of stored runs; it is `building` until a worker has evaluated it."""
+        body: dict[str, Any] = {"members": members, "method": method} | ({"name": name} if name else {})
+        return self._request("POST", "/v1/ensembles", json=body)
+
+    def ensemble(self, ensemble_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/ensembles/{ensemble_id}")
+
+    def wait_ensemble(self, ensemble_id: str, timeout: float = 600, poll: float = 0.5) -> dict[str, Any]:
+        """The ensemble once it is no longer `building` (ready or failed)."""
+        deadline = time.monotonic() + timeout
+        while (ensemble := self.ensemble(ensemble_id))["status"] == "building":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ensemble {ensemble_id} is still building after {timeout:.0f} s")
+            time.sleep(poll)
+        return ensemble
+
+    def predict(self, ensemble_id: str, inputs: Any, npy: bool | None = None) -> dict[str, Any]:
+        """{"probs": N×K, "labels": N} for N×C×H×W inputs; large arrays travel as .npy (`npy` forces it)."""
+        array = np.asarray(inputs, dtype=np.float32)
+        path = f"/v1/ensembles/{ensemble_id}/predict"
+        if npy is False or (npy is None and array.size <= JSON_PREDICT_LIMIT):
+            return self._request("POST", path, json={"inputs": array.tolist()})
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        return self._request(
+            "POST", path, content=buffer.getvalue(), headers={"Content-Type": "application/x-npy"}
+        )
+
+    # ---- plumbing
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise TrainyardConnectionError(self.url, exc) from exc
+        self._raise_for(response)
+        return response.json()
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        if not response.is_error:
+            return
+        try:
+            detail = response.json().get("detail", response.text)
+        except (ValueError, AttributeError):  # not JSON, or JSON that is not an object (a proxy's page)
+            detail = response.text.strip() or response.reason_phrase
+        raise TrainyardError(response.status_code, detail, str(response.url))
