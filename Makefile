@@ -1,4 +1,4 @@
-# make run | test | bench | report | lint | clean. The first call creates .venv and installs into it.
+# make run | test | bench | report | screenshot | lint | clean. The first call creates .venv and installs into it.
 PYTHON ?= python3
 # torch first, pinned: on the dev machines this version is a CPU build on local disk (a looser pin
 # downloads a multi-GB CUDA build). Override to choose another build.
@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench report lint clean
+.PHONY: run test bench report screenshot lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(VENV)/.installed
 # Trains 5-member ensembles and writes the measured gains into README.md.
 report: $(VENV)/.installed
 	$(BIN)/python bench/ensemble_report.py --write-readme
+
+# Retakes docs/dashboard.png (the README's picture) from the browser test.
+screenshot: $(VENV)/.installed
+	TRAINYARD_SCREENSHOT_DIR=docs $(BIN)/python -m pytest tests/browser -k ensemble
 
 lint: $(BIN)/python
 	@$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/python -m pip install ruff

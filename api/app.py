@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.routers import catalog, ensembles, events, health, jobs, runs
+from api.observability import install_metrics
+from api.routers import catalog, compare, dashboard, ensembles, events, health, jobs, prom, runs, webhooks
 
 
 def create_app() -> FastAPI:
@@ -17,6 +18,11 @@ def create_app() -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(runs.router)
+    app.include_router(webhooks.router)
     app.include_router(ensembles.router)
     app.include_router(catalog.router)
+    app.include_router(compare.router)
+    install_metrics(app)
+    app.include_router(prom.router)
+    dashboard.mount_dashboard(app)
     return app
