@@ -18,15 +18,21 @@ from functools import lru_cache
 
 from starlette.concurrency import run_in_threadpool
 
+from api.schemas import JobOut
 from store.settings import get_settings
+from store.tables import TERMINAL
 
 FINISHED_TTL_S = 30.0
 
 
 @dataclass(frozen=True)
 class Answer:
-    body: bytes
-    finished: bool
+    job: JobOut
+    body: bytes  # job, as JSON
+
+    @property
+    def finished(self) -> bool:
+        return self.job.status in TERMINAL
 
 
 class JobAnswers:

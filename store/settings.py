@@ -27,7 +27,7 @@ class Settings(BaseSettings):
         False, description="uvicorn's line per request; off: it costs more than a cached GET (see /metrics)"
     )
     db_pool_size: int = Field(
-        20, ge=1, description="database connections a process keeps; the API serves this many requests at once"
+        20, ge=1, description="database connections a process keeps; the API serves this many at once"
     )
 
     # Worker behaviour.

@@ -128,7 +128,7 @@ def load_job(job_id: str) -> JobOut | None:
 
 def load_answer(job_id: str) -> Answer | None:
     job = load_job(job_id)
-    return Answer(job.model_dump_json().encode(), job.status in TERMINAL) if job else None
+    return Answer(job, job.model_dump_json().encode()) if job else None
 
 
 @router.get("/{job_id}", response_model=JobOut)

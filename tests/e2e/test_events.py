@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -77,11 +78,28 @@ def test_a_reconnect_with_last_event_id_resumes_with_no_duplicates_and_no_gaps(s
     assert got == metric_ids, "no gap: the two halves are the whole curve"
 
 
+def test_followers_of_one_job_share_its_feed_each_from_where_it_resumed(stack):
+    """A second follower joins while the first is following: one reader of the stream serves both."""
+    job = stack.submit(lenet_spec(training=training(epochs=4, batch_size=16)))
+    with ThreadPoolExecutor(3) as pool:
+        whole = pool.submit(follow, stack, job["id"])
+        partial = follow(stack, job["id"], stop_after=6)
+        resumed = pool.submit(follow, stack, job["id"], partial[-1].id)
+        late = pool.submit(follow, stack, job["id"])
+        whole, resumed, late = whole.result(), resumed.result(), late.result()
+    curve = [p["id"] for p in stack.curve(job["id"])]
+    assert [e.id for e in whole if e.event == "metric"] == curve
+    assert [e.id for e in late if e.event == "metric"] == curve
+    halves = [e.id for e in partial + resumed if e.event == "metric"]
+    assert halves == curve, "resumed past the feed's start: nothing twice, nothing missing"
+
+
 def test_a_finished_job_replays_from_sql_when_redis_has_let_the_stream_go(stack, finished_job):
     job_id, events = finished_job
     stack.redis.delete(curve_key(job_id))
     replay = follow(stack, job_id)
-    assert [e.json() for e in replay if e.event == "metric"] == [e.json() for e in events if e.event == "metric"]
+    metrics = [e.json() for e in events if e.event == "metric"]
+    assert [e.json() for e in replay if e.event == "metric"] == metrics
     assert replay[-1].event == "done"
     middle = [e for e in events if e.event == "metric"][10]
     after = follow(stack, job_id, last_event_id=middle.id)
