@@ -21,7 +21,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/trainyard up
 
+# The dashboard's browser test drives Debian's Chromium: installed first when missing (needs root or sudo).
 test: $(VENV)/.installed
+	bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed

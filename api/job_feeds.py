@@ -53,6 +53,7 @@ class JobFeed:
     job_id: str
     client: redis.asyncio.Redis
     start_id: str  # the feed holds every entry after this one
+    batch_s: float = 0.0  # at most one batch of news per this many seconds
     items: list[Framed] = field(default_factory=list)
     followers: int = 0
     failed: bool = False
@@ -68,6 +69,10 @@ class JobFeed:
                     self.items.append(frame(stream_id, fields))
                     cursor = stream_id
                 self._wake()
+                if reply and self.batch_s:
+                    # What arrives meanwhile comes in the next reply, and goes to every follower as one
+                    # chunk: a few sends a second per follower instead of one per worker flush.
+                    await asyncio.sleep(self.batch_s)
         except redis.RedisError:
             self.failed = True  # followers end their streams; clients reconnect with Last-Event-ID
             self._wake()
@@ -83,8 +88,9 @@ class JobFeed:
 
 
 class JobFeeds:
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, batch_s: float = 0.0) -> None:
         self.client = client
+        self.batch_s = batch_s
         self._feeds: dict[str, JobFeed] = {}
 
     @contextlib.asynccontextmanager
@@ -93,7 +99,7 @@ class JobFeeds:
         feed = self._feeds.get(job_id)
         if feed is None:
             newest = await self.client.xrevrange(streams.curve_key(job_id), count=1)
-            feed = JobFeed(job_id, self.client, newest[0][0] if newest else "0-0")
+            feed = JobFeed(job_id, self.client, newest[0][0] if newest else "0-0", self.batch_s)
             if job_id in self._feeds:  # another follower made one while this one asked Redis
                 feed = self._feeds[job_id]
             else:

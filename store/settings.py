@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     )
 
     # Event streams (GET /v1/jobs/{id}/events).
+    sse_batch_s: float = Field(
+        0.25, ge=0, description="an event stream sends what is new at most this often; 0: at once"
+    )
     sse_heartbeat_s: float = Field(
         15.0, gt=0, description="an event stream idle this long gets a comment, so proxies keep it open"
     )

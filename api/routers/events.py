@@ -43,7 +43,7 @@ RETRY_MS = 2000
 
 @lru_cache
 def get_job_feeds() -> JobFeeds:
-    return JobFeeds(streams.get_async_redis())
+    return JobFeeds(streams.get_async_redis(), get_settings().sse_batch_s)
 
 
 def finished_points(job_id: str, after: str | None) -> list[dict[str, Any]]:
