@@ -137,8 +137,10 @@ def read_points(
     return [point_from_entry(i, f) for i, f in entries if not is_status_entry(f)]
 
 
-def read_progress(client: redis.Redis, job_id: str) -> dict[str, float]:
-    return {k: float(v) for k, v in client.hgetall(progress_key(job_id)).items()}
+def read_progress(client: redis.Redis, job_id: str) -> dict[str, float | int]:
+    # Counts (step, steps, epochs) were written as ints and come back as ints.
+    stored = client.hgetall(progress_key(job_id))
+    return {k: int(v) if v.lstrip("-").isdigit() else float(v) for k, v in stored.items()}
 
 
 def request_cancel(client: redis.Redis, job_id: str, ttl_s: int) -> None:
