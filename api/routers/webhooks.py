@@ -6,33 +6,24 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SessionDep
 from api.schemas import UtcModel
 from store import jobs, webhooks
-from store.tables import WebhookAttempt, WebhookDelivery
+from store.tables import WebhookDelivery
 
 router = APIRouter(prefix="/v1/jobs", tags=["webhooks"])
 
 
 class WebhookAttemptOut(UtcModel):
+    model_config = ConfigDict(from_attributes=True)  # read straight off the WebhookAttempt row
+
     attempt: int
     at: datetime
     status_code: int | None = Field(description="the receiver's answer; null when none came")
     error: str | None = Field(description="why the attempt failed: a non-2xx code, a timeout, a refusal")
     duration_ms: float
-
-    @classmethod
-    def of(cls, attempt: WebhookAttempt) -> WebhookAttemptOut:
-        return cls(
-            attempt=attempt.attempt,
-            at=attempt.at,
-            status_code=attempt.status_code,
-            error=attempt.error,
-            duration_ms=attempt.duration_ms,
-        )
-
 
 class WebhookDeliveryOut(UtcModel):
     id: str = Field(description="sent as X-Trainyard-Delivery: the same for every attempt, to deduplicate")
@@ -62,7 +53,7 @@ class WebhookDeliveryOut(UtcModel):
             created_at=delivery.created_at,
             delivered_at=delivery.delivered_at,
             payload=delivery.payload,
-            history=[WebhookAttemptOut.of(attempt) for attempt in delivery.history],
+            history=[WebhookAttemptOut.model_validate(attempt) for attempt in delivery.history],
         )
 
 
