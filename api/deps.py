@@ -9,6 +9,7 @@ import redis
 from fastapi import Depends
 from sqlalchemy.orm import Session
 
+from api.auth import TenantDep
 from store.db import new_session
 from store.settings import Settings, get_settings
 from store.streams import get_redis
@@ -30,3 +31,5 @@ SessionDep = Annotated[
 ]
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+__all__ = ["RedisDep", "SessionDep", "SettingsDep", "TenantDep"]  # TenantDep: the request's tenant

@@ -29,6 +29,7 @@ FINISHED_TTL_S = 30.0
 class Answer:
     job: JobOut
     body: bytes  # job, as JSON
+    tenant: str  # whose it is: only they are given it
 
     @property
     def finished(self) -> bool:

@@ -72,6 +72,8 @@ def job_spec(epochs: int) -> dict:
 
 # ------------------------------------------------------------------ a minimal HTTP/1.1 client
 
+AUTH = ""  # the Authorization header line, once the stack has given the benchmark a key
+
 
 async def read_response_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
@@ -90,7 +92,7 @@ async def poll(
     """GET `path` again and again on one connection until `stop`, as soon as answered or every `interval`
     seconds; answers the number of non-200s."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n{AUTH}\r\n".encode()
     errors = 0
     due = time.perf_counter() + random.random() * (interval or 0)  # clients out of step, as real ones are
     try:
@@ -112,7 +114,7 @@ async def poll(
 async def follow(port: int, path: str) -> list[tuple[str, str | None]]:
     """Read an event stream to its end: (event, id) of each event (comments skipped)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n{AUTH}\r\n".encode())
     status, headers = await read_response_head(reader)
     assert status == 200 and headers.get("transfer-encoding") == "chunked", (status, headers)
     events, buffer = [], b""
@@ -210,6 +212,8 @@ def main() -> None:
     try:
         stack.start_api()
         stack.start_worker(concurrency=1)
+        global AUTH
+        AUTH = f"Authorization: Bearer {stack.api_key}\r\n"
         print(
             f"stack: 1 API process, 1 worker training with {args.worker_threads} thread(s), "
             f"{os.cpu_count()} cores; job: lenet5 on digits, {epochs} epochs, batch 64"

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, TypeAdapter
 from sklearn.model_selection import train_test_split
 
-from models import image_files
+from models import image_files, uploads
 from models.image_files import DatasetUnavailable as DatasetUnavailable  # public here, for the API
 from models.presets import preset_input_size
 from models.spec import (
@@ -26,6 +26,7 @@ from models.spec import (
     MnistDataset,
     ModelSpec,
     SyntheticDataset,
+    UploadDataset,
 )
 
 _DATASET_SPEC = TypeAdapter(DatasetSpec)
@@ -126,6 +127,10 @@ def _files_raw(name: str, data_dir: Path) -> RawData:
     return RawData(*_read_only(x, y), official_test)
 
 
+def _upload_path(spec: BaseModel, data_dir: Path) -> Path:
+    return uploads.stored_path(data_dir.resolve(), spec.id)
+
+
 def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     """Mark cached arrays read-only so no caller can change them for the next one."""
     for a in arrays:
@@ -179,6 +184,15 @@ DATASETS: dict[str, DatasetEntry] = {
         "CIFAR-10 objects: 50000 train + 10000 test images, 32x32 colour, 10 classes; "
         "the binary version's .bin files in cifar-10-batches-bin/ or cifar10/",
         (3, 32, 32),
+    ),
+    # Its shape and classes are read from the stored file's header and labels: the API checked the id.
+    "upload": DatasetEntry(
+        spec=UploadDataset,
+        description="a dataset uploaded with POST /v1/datasets (an .npz of x N×C×H×W or N×H×W and "
+        "integer labels y), named by the id that answered",
+        native_shape=lambda s: uploads.stored_info(_upload_path(s, default_data_dir()))[0],
+        num_classes=lambda s: uploads.stored_info(_upload_path(s, default_data_dir()))[1],
+        load_raw=lambda s, data_dir: RawData(*uploads.read_stored(_upload_path(s, data_dir))),
     ),
 }
 

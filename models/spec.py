@@ -96,8 +96,15 @@ class Cifar10Dataset(OfficialSplitOptions):
     name: Literal["cifar10"]
 
 
+class UploadDataset(SplitOptions):
+    """A dataset uploaded with POST /v1/datasets (an .npz of x and y), named by its id."""
+
+    name: Literal["upload"]
+    id: str = Field(pattern=r"^[0-9a-f]{32}$", description="the id POST /v1/datasets answered")
+
+
 DatasetSpec = Annotated[
-    DigitsDataset | SyntheticDataset | MnistDataset | FashionMnistDataset | Cifar10Dataset,
+    DigitsDataset | SyntheticDataset | MnistDataset | FashionMnistDataset | Cifar10Dataset | UploadDataset,
     Field(discriminator="name"),
 ]
 

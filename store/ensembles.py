@@ -46,13 +46,16 @@ def member_ref(run_id: str, epoch: int | None = None, averaged: bool = False) ->
     return {"run_id": run_id, "epoch": epoch, "averaged": averaged}
 
 
-def resolve_members(session: Session, refs: list[dict[str, Any]]) -> list[MemberSource]:
-    """Each reference's files; a SpecError at ("members", i) for what does not exist or is not kept."""
+def resolve_members(
+    session: Session, refs: list[dict[str, Any]], tenant: str | None = None
+) -> list[MemberSource]:
+    """Each reference's files; a SpecError at ("members", i) for what does not exist, is not kept, or
+    (with `tenant`) is another tenant's."""
     sources = []
     for index, ref in enumerate(refs):
         loc = ("members", index)
         run = session.get(Run, ref["run_id"])
-        if run is None:
+        if run is None or (tenant is not None and run.job.tenant != tenant):
             raise SpecError(loc, f"run {ref['run_id']} not found")
         meta_path = Path(run.weights_path)
         if ref.get("averaged"):
@@ -92,17 +95,26 @@ def create_ensemble(
     refs: list[dict[str, Any]],
     job_id: str | None = None,
     ensemble_id: str | None = None,
+    tenant: str = "default",
 ) -> Ensemble:
     ensemble = Ensemble(
-        id=ensemble_id or new_id(), name=name, method=method, members=refs, job_id=job_id, status="building"
+        id=ensemble_id or new_id(),
+        name=name,
+        method=method,
+        members=refs,
+        job_id=job_id,
+        status="building",
+        tenant=tenant,
     )
     session.add(ensemble)
     session.flush()
     return ensemble
 
 
-def get_ensemble(session: Session, ensemble_id: str) -> Ensemble | None:
-    return session.get(Ensemble, ensemble_id)
+def get_ensemble(session: Session, ensemble_id: str, tenant: str | None = None) -> Ensemble | None:
+    """The ensemble; None also when `tenant` is given and it is another tenant's."""
+    ensemble = session.get(Ensemble, ensemble_id)
+    return ensemble if ensemble is not None and (tenant is None or ensemble.tenant == tenant) else None
 
 
 def of_job(session: Session, job_id: str) -> Ensemble | None:

@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.spec import JobSpec
@@ -15,10 +15,11 @@ from store import webhooks
 from store.tables import CurvePoint, Job, Run, utcnow
 
 
-def create_job(session: Session, spec: JobSpec, summary: dict[str, Any]) -> Job:
+def create_job(session: Session, spec: JobSpec, summary: dict[str, Any], tenant: str = "default") -> Job:
     """A job row; an ensemble job also gets one child "train" job per member, all queued together."""
     members = spec.ensemble.members
     job = Job(
+        tenant=tenant,
         name=spec.display_name,
         spec=spec.model_dump(mode="json"),
         summary=summary,
@@ -33,6 +34,7 @@ def create_job(session: Session, spec: JobSpec, summary: dict[str, Any]) -> Job:
         member_spec = spec.member_spec(member)
         session.add(
             Job(
+                tenant=tenant,
                 name=member_spec.display_name,
                 spec=member_spec.model_dump(mode="json"),
                 summary=summary,
@@ -52,12 +54,16 @@ def delete_job(session: Session, job_id: str) -> None:
     session.execute(delete(Job).where(Job.id == job_id))
 
 
-def get_job(session: Session, job_id: str) -> Job | None:
-    return session.get(Job, job_id)
+def get_job(session: Session, job_id: str, tenant: str | None = None) -> Job | None:
+    """The job; None also when `tenant` is given and the job is another tenant's."""
+    job = session.get(Job, job_id)
+    return job if job is not None and (tenant is None or job.tenant == tenant) else None
 
 
-def get_run(session: Session, run_id: str) -> Run | None:
-    return session.get(Run, run_id)
+def get_run(session: Session, run_id: str, tenant: str | None = None) -> Run | None:
+    """The run; None also when `tenant` is given and the run's job is another tenant's."""
+    run = session.get(Run, run_id)
+    return run if run is not None and (tenant is None or run.job.tenant == tenant) else None
 
 
 def encode_cursor(job: Job) -> str:
@@ -75,7 +81,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_jobs(
-    session: Session, *, status: str | None, limit: int, cursor: str | None
+    session: Session, *, status: str | None, limit: int, cursor: str | None, tenant: str | None = None
 ) -> tuple[list[Job], str | None]:
     """Newest first, keyset-paginated so pages stay stable while jobs are added."""
     # Members of an ensemble job are listed with it, not beside it.
@@ -87,6 +93,8 @@ def list_jobs(
     )
     if status:
         query = query.where(Job.status == status)
+    if tenant is not None:
+        query = query.where(Job.tenant == tenant)
     if cursor:
         created_at, job_id = decode_cursor(cursor)
         query = query.where(
@@ -143,3 +151,12 @@ def stored_points(session: Session, job_id: str) -> list[dict[str, Any]]:
         }
         for p in rows
     ]
+
+
+def count_active(session: Session, tenant: str) -> int:
+    """Queued plus running trainings of a tenant: a job counts one, an ensemble job one per member."""
+    # Rows of kind "train" are the work a worker does; an ensemble job's own row only waits for them.
+    query = select(func.count()).where(
+        Job.tenant == tenant, Job.kind == "train", Job.status.in_(("queued", "running"))
+    )
+    return session.scalar(query) or 0

@@ -194,6 +194,16 @@ def finish(
     return True
 
 
+def requeue(session: Session, claim: Claim) -> bool:
+    """Give a running attempt's job back to the queue at once (its worker is shutting down, warm)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.attempt)
+        .values(status="queued", owner=None)
+    )
+    return result.rowcount == 1
+
+
 def queued_jobs(session: Session) -> list[tuple[str, str]]:
     """(id, kind) of every queued job, oldest first."""
     query = select(Job.id, Job.kind).where(Job.status == "queued").order_by(Job.created_at)

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "TRAINYARD_REDIS_URL")
     )
     port: int = Field(8000, validation_alias=AliasChoices("PORT", "TRAINYARD_PORT"))
+    metrics_need_key: bool = Field(False, description="GET /metrics wants an API key too")
     access_log: bool = Field(
         False, description="uvicorn's line per request; off: it costs more than a cached GET (see /metrics)"
     )
@@ -45,7 +46,34 @@ class Settings(BaseSettings):
     max_predict_bytes: int = Field(
         64 * 2**20, ge=1024, description="largest predict request body in bytes (else 413)"
     )
+    # Uploaded datasets (POST /v1/datasets).
+    max_upload_bytes: int = Field(
+        256 * 2**20, ge=1024, description="largest dataset upload in bytes, as sent (else 413)"
+    )
+    max_upload_inflated_bytes: int = Field(
+        2**30, ge=1024, description="largest dataset upload once its arrays are uncompressed (else 413)"
+    )
     predictor_cache_mb: int = Field(256, ge=1, description="memory for ensembles kept loaded by the API")
+
+    # Limits, checked before anything is stored or queued (api/limits.py, api/body_limit.py).
+    max_epochs: int = Field(1000, ge=1, description="most training.epochs of a job (else 422)")
+    max_batch_size: int = Field(4096, ge=1, description="largest training.batch_size of a job (else 422)")
+    max_members: int = Field(
+        32, ge=1, description="most members of an ensemble job or of POST /v1/ensembles (else 422)"
+    )
+    max_params: int = Field(
+        100_000_000, ge=1, description="most parameters of a job's network, counted on the meta device"
+    )
+    max_flops: int = Field(
+        50 * 10**9, ge=1, description="most FLOPs of one sample's forward pass, counted on the meta device"
+    )
+    max_active_jobs: int = Field(
+        20, ge=1, description="queued plus running trainings per tenant (else 429); a member counts as one"
+    )
+    max_body_bytes: int = Field(
+        2**20, ge=1024, description="largest request body where a route has no limit of its own (else 413)"
+    )
+    max_page_size: int = Field(100, ge=1, description="largest `limit` a list route accepts")
 
     job_cache_s: float = Field(
         0.25, ge=0, description="a running job's GET answer is reused this long (api/job_cache.py); 0: never"

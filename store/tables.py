@@ -1,4 +1,4 @@
-"""ORM tables: jobs, runs, curve points, checkpoints, ensembles."""
+"""ORM tables: jobs, runs, curves, checkpoints, ensembles, webhooks, API keys, datasets."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ class Job(Base):
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     member: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     strategy: Mapped[str | None] = mapped_column(String(16))  # how an ensemble's members were trained
+    tenant: Mapped[str] = mapped_column(String(64), default="default", server_default="default", index=True)
 
     runs: Mapped[list[Run]] = relationship(back_populates="job", order_by="Run.member")
     children: Mapped[list[Job]] = relationship(order_by="Job.member")
@@ -90,6 +91,7 @@ class Ensemble(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     finished_at: Mapped[datetime | None]
+    tenant: Mapped[str] = mapped_column(String(64), default="default", server_default="default", index=True)
 
 
 class CurvePoint(Base):
@@ -157,3 +159,32 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[float] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    """A key to the API: shown once, kept only as a hash; it belongs to one tenant."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the key's public part
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class Dataset(Base):
+    """An uploaded dataset (POST /v1/datasets): its file is <data_dir>/uploads/<id>.npz."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    n: Mapped[int] = mapped_column(Integer)  # samples
+    input_shape: Mapped[list[int]] = mapped_column(JSON)  # C, H, W
+    num_classes: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)  # of the .npz as uploaded
+    sha256: Mapped[str] = mapped_column(String(64))  # of the .npz as uploaded
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

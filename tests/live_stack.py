@@ -24,6 +24,7 @@ TEST_SETTINGS = {
     "TRAINYARD_DEVICE": "cpu",
     "TRAINYARD_SSE_HEARTBEAT_S": "1",
     "TRAINYARD_WEBHOOK_BACKOFF_S": "0.2",
+    "TRAINYARD_MAX_UPLOAD_BYTES": str(8 * 2**20),  # so a test can pass it cheaply
 }
 CLI = [sys.executable, "-m", "trainyard.cli"]
 
@@ -48,6 +49,7 @@ class LiveStack:
         self.api_process: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
         self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.api_key: str | None = None
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
         log = open(self.home / log_name, "ab")
@@ -55,6 +57,12 @@ class LiveStack:
         return subprocess.Popen(
             CLI + args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+    def new_key(self, tenant: str = "default") -> str:
+        """A new API key for `tenant`, made as an operator does: `trainyard keys create`."""
+        command = [*CLI, "keys", "create", "--tenant", tenant]
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, check=True)
+        return done.stdout.split()[-1]
 
     def start_api(self) -> None:
         self.api_process = self._spawn(["api", "--port", str(self.port)], "api.log")
@@ -64,6 +72,9 @@ class LiveStack:
                 raise RuntimeError(f"the API exited:\n{self.log('api.log')}")
             try:
                 if self.http.get("/healthz").status_code == 200:
+                    # Every /v1 route wants a key: the stack's own client uses one of tenant "default".
+                    self.api_key = self.new_key()
+                    self.http.headers["Authorization"] = f"Bearer {self.api_key}"
                     return
             except httpx.TransportError:
                 pass

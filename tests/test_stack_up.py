@@ -37,7 +37,11 @@ def test_up_trains_the_readme_example_and_stops_cleanly(tmp_path):
             banner = up.stdout.readline()
         assert f"http://127.0.0.1:{port}" in banner
 
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        dashboard = up.stdout.readline()
+        key = (tmp_path / "var" / "api-key").read_text().strip()
+        assert dashboard.strip() == f"dashboard: http://127.0.0.1:{port}/?key={key}"
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers) as http:
             assert http.get("/readyz").json() == {"status": "ready", "database": "ok", "redis": "ok"}
             response = http.post("/v1/jobs", json=json.loads(EXAMPLE.read_text()))
             assert response.status_code == 202

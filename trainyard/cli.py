@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from trainyard.client_cli import register as register_client_commands
+from trainyard.keys_cli import keys_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="REST training-as-a-service for CNNs.")
 
@@ -87,6 +88,7 @@ def migrate() -> None:
 
 # HTTP client commands (submit, jobs, logs, cancel, ensemble): trainyard/client_cli.py.
 register_client_commands(app)
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -57,12 +58,20 @@ class TrainyardConnectionError(TrainyardError):
         )
 
 
+def local_key(url: str) -> str | None:
+    """The key `trainyard up` keeps in TRAINYARD_HOME/api-key, for a server on this machine only."""
+    if httpx.URL(url).host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    path = Path(os.environ.get("TRAINYARD_HOME", "var")) / "api-key"
+    return path.read_text().strip() if path.is_file() else None
+
+
 class TrainyardClient:
     """`TrainyardClient()` talks to TRAINYARD_URL (default http://127.0.0.1:8000) with TRAINYARD_API_KEY."""
 
     def __init__(self, url: str | None = None, timeout: float = 30.0, api_key: str | None = None) -> None:
         self.url = (url or os.environ.get("TRAINYARD_URL") or DEFAULT_URL).rstrip("/")
-        key = api_key if api_key is not None else os.environ.get("TRAINYARD_API_KEY")
+        key = api_key if api_key is not None else os.environ.get("TRAINYARD_API_KEY") or local_key(self.url)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
@@ -139,7 +148,10 @@ class TrainyardClient:
     # ---- ensembles
 
     def create_ensemble(
-        self, members: list[str | dict[str, Any]], method: str = "mean_probs", name: str | None = None
+        self,
+        members: list[str | dict[str, Any]],
+        method: str = "mean_probs",
+        name: str | None = None,
     ) -> dict[str, Any]:
         """An ensemble of stored runs; it is `building` until a worker has evaluated it."""
         body: dict[str, Any] = {"members": members, "method": method} | ({"name": name} if name else {})

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from trainyard.services import RedisServer, die_with_parent, start_private_redis
 
@@ -58,7 +59,22 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def supervise(children: dict[str, subprocess.Popen], port: int) -> int:
+def local_key(home: Path) -> str:
+    """The embedded stack's API key (tenant "default"): made at first start, kept in home/api-key."""
+    path = home / "api-key"
+    if path.is_file():
+        return path.read_text().strip()
+    from store import keys
+    from store.db import session_scope
+
+    with session_scope() as session:
+        key = keys.create_key(session, "default", name="local key of trainyard up")
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key
+
+
+def supervise(children: dict[str, subprocess.Popen], port: int, key: str) -> int:
     """Announce the stack once the API listens; return 1 as soon as any child exits."""
     announced = False
     while True:
@@ -67,7 +83,9 @@ def supervise(children: dict[str, subprocess.Popen], port: int) -> int:
                 print(f"trainyard: the {name} exited ({process.returncode}); stopping", file=sys.stderr)
                 return 1
         if not announced and port_open(port):
-            print(f"trainyard is up: http://127.0.0.1:{port}  (Ctrl-C stops it)", flush=True)
+            print(f"trainyard is up: http://127.0.0.1:{port}  (Ctrl-C stops it)")
+            # As notebook servers do: the dashboard's address carries the key.
+            print(f"dashboard: http://127.0.0.1:{port}/?key={key}", flush=True)
             announced = True
         time.sleep(0.2)
 
@@ -88,6 +106,7 @@ def run_stack() -> int:
             os.environ["REDIS_URL"] = redis.url  # inherited by the children
             get_settings.cache_clear()
         upgrade()
+        key = local_key(settings.home)
         if redis is not None:
             from worker.recovery import requeue_queued_jobs
 
@@ -95,7 +114,7 @@ def run_stack() -> int:
             requeue_queued_jobs()
         children["worker"] = spawn("worker", "--concurrency", "1")
         children["api"] = spawn("api", "--host", "127.0.0.1", "--port", str(settings.port), "--no-migrate")
-        return supervise(children, settings.port)
+        return supervise(children, settings.port, key)
     except StopRequested as stop:
         print(f"trainyard: {stop}, stopping", file=sys.stderr)
         return 0

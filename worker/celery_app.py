@@ -6,16 +6,20 @@ import logging
 import os
 import threading
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from store.queue import make_celery
 from store.settings import get_settings
 from trainyard.services import die_with_parent
+from worker import shutdown
 
 log = logging.getLogger(__name__)
 
 app = make_celery(get_settings())
 app.conf.include = ["worker.tasks"]
+# Redis restarted or briefly away: the running training goes on (its curve gets a gap, counted in its
+# metrics) while the consumer reconnects. Celery 6 turns this to True, which would cancel the job instead.
+app.conf.worker_cancel_long_running_tasks_on_connection_loss = False
 
 _stop_recovery = threading.Event()
 
@@ -46,6 +50,11 @@ def _start_recovery(**_) -> None:
     threading.Thread(target=_recovery_loop, name="recover-lost-jobs", daemon=True).start()
 
 
+@worker_shutting_down.connect
+def _hand_back_running_jobs(**_) -> None:
+    shutdown.tell_training_processes()
+
+
 @worker_shutdown.connect
 def _stop_recovery_loop(**_) -> None:
     _stop_recovery.set()
@@ -55,9 +64,30 @@ def _recovery_loop() -> None:
     from worker.recovery import recover_lost_jobs
 
     settings = get_settings()
+    redis_run_id = None
     while not _stop_recovery.is_set():
         try:
             recover_lost_jobs(settings)
         except Exception:  # the database may be briefly away; try again next round
             log.exception("recovering lost jobs failed")
+        try:
+            redis_run_id = _requeue_if_redis_restarted(redis_run_id)
+        except Exception:  # Redis away: the next round sees it back, with a new run id
+            log.warning("checking whether Redis restarted failed", exc_info=True)
         _stop_recovery.wait(settings.heartbeat_s)
+
+
+def _requeue_if_redis_restarted(last_run_id: str | None) -> str:
+    """A restarted Redis may have lost the queue: send every queued job again (duplicates are harmless,
+    only one delivery can claim a job). Answers the server's run id, which changes with each restart."""
+    from store.streams import get_redis
+    from worker.recovery import requeue_queued_jobs
+
+    client = get_redis()
+    try:
+        run_id = client.info("server")["run_id"]
+    finally:
+        client.close()
+    if last_run_id is not None and run_id != last_run_id:
+        log.warning("Redis restarted; queued jobs sent again: %s", requeue_queued_jobs())
+    return run_id

@@ -147,7 +147,7 @@ def finish_ensemble_job(job_id: str) -> str | None:
         failed = [member for member in members if member.status == "failed"]
         cancelled = [member for member in members if member.status == "cancelled"]
         refs = [ensembles.member_ref(run.id) for run in jobs.runs_of(session, job)]
-        name = job.name
+        name, tenant = job.name, job.tenant
     if failed:
         error = "; ".join(f"member {m.member} failed: {m.error}" for m in failed)
         return _end(job_id, "failed", {}, error)
@@ -159,7 +159,13 @@ def finish_ensemble_job(job_id: str) -> str | None:
         with session_scope() as session:
             if ensembles.get_ensemble(session, job_id) is None:
                 ensembles.create_ensemble(
-                    session, ensemble_id=job_id, name=name, method="mean_probs", refs=refs, job_id=job_id
+                    session,
+                    ensemble_id=job_id,
+                    name=name,
+                    method="mean_probs",
+                    refs=refs,
+                    job_id=job_id,
+                    tenant=tenant,
                 )
     except IntegrityError:
         pass

@@ -14,6 +14,7 @@ from store.db import session_scope
 from store.lifecycle import Claim
 from store.settings import Settings, get_settings
 from store.tables import Checkpoint
+from worker import shutdown
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class JobReporter:
     def report(
         self, points: list[streams.Point], progress: dict[str, float], status: dict[str, str] | None = None
     ) -> str | None:
+        if shutdown.requested():  # the worker is shutting down (SIGTERM): give the job back now
+            return "shutdown"
         try:
             maxlen = self.settings.stream_maxlen
             if streams.publish(self.client, self.claim.job_id, points, progress, maxlen, status):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,15 @@ from store import lifecycle, streams
 from store.artifacts import TrainingState, job_dir, load_checkpoint, save_weights
 from store.db import session_scope
 from store.lifecycle import Claim
+from store.queue import enqueue_training
 from store.settings import Settings, get_settings
-from store.tables import Run
+from store.tables import Job, Run
 from worker.reporting import JobReporter, announce_status
 from worker.training import Diverged, Stopped, TrainResult, pick_device, train
 
 log = logging.getLogger(__name__)
+
+CURVE_WAIT_S = 30.0  # Redis away as an attempt ends: how long its curve is waited for
 
 
 def run_job(job_id: str) -> str | None:
@@ -57,11 +61,24 @@ def train_claimed(claim: Claim) -> str | None:
         outcome = failure_outcome(claim, exc)
     else:
         outcome = success_outcome(claim, spec, splits, result, settings)
+        if reporter.dropped_points:  # Redis was away for a while: the curve has a gap, and says how big
+            outcome["metrics"] = outcome["metrics"] | {"dropped_points": reporter.dropped_points}
     return end_attempt(claim, client, outcome)
 
 
 def claim_job(job_id: str, settings: Settings) -> Claim | None:
     with session_scope() as session:
+        # A job whose training process died (crash, OOM kill) is redelivered at once by Celery; once it has
+        # used its attempts it fails here with the reason, instead of crashing its worker again and again.
+        job = session.get(Job, job_id)
+        if (
+            job is not None
+            and job.status == "running"
+            and job.attempts >= settings.max_attempts
+            and lifecycle.is_lost(job, settings.lease_s)
+        ):
+            lifecycle.recover(session, job, settings.max_attempts)
+            return None
         return lifecycle.claim(session, job_id, settings.lease_s)
 
 
@@ -82,6 +99,8 @@ def resume_state(claim: Claim) -> TrainingState | None:
 def failure_outcome(claim: Claim, exc: Exception) -> dict[str, Any] | None:
     """How an attempt that raised ends; None when it lost its lease (another worker owns the job now)."""
     if isinstance(exc, Stopped):
+        if exc.reason == "shutdown":
+            return {"status": "queued"}  # handed back: see end_attempt
         if exc.reason == "lost":
             log.warning(
                 "job %s: attempt %d lost its lease; another worker owns it", claim.job_id, claim.attempt
@@ -124,16 +143,57 @@ def end_attempt(claim: Claim, client: redis.Redis, outcome: dict[str, Any] | Non
     """Write the outcome and the curve in one transaction; answers the status, or None if it was not ours."""
     if outcome is None:
         return None
-    curve = streams.read_points(client, claim.job_id)
+    if outcome["status"] == "queued":
+        return hand_back(claim, client)
+    curve = read_final_curve(claim, client)
+    if curve is None:  # Redis did not come back: the job ends all the same, saying its curve is lost
+        curve = []
+        if outcome.get("metrics") is not None:
+            outcome["metrics"] = outcome["metrics"] | {"curve_lost": True}
     with session_scope() as session:
         finished = lifecycle.finish(session, claim, curve=curve, **outcome)
-    if finished:
-        progress = outcome.get("progress") or streams.read_progress(client, claim.job_id)
-        status = streams.status_fields(outcome["status"], claim.attempt, progress, outcome.get("metrics"))
-        announce_status(client, claim.job_id, status)
-    streams.expire_job_keys(client, claim.job_id)
+    try:
+        if finished:
+            progress = outcome.get("progress") or streams.read_progress(client, claim.job_id)
+            status = streams.status_fields(outcome["status"], claim.attempt, progress, outcome.get("metrics"))
+            announce_status(client, claim.job_id, status)
+        streams.expire_job_keys(client, claim.job_id)
+    except redis.RedisError as exc:  # followers read the outcome from SQL; the keys expire another time
+        log.warning("job %s: Redis away after the job ended: %s", claim.job_id, exc)
     log.info("job %s: %s", claim.job_id, outcome["status"] if finished else "lost before it could finish")
     return outcome["status"] if finished else None
+
+
+def read_final_curve(claim: Claim, client: redis.Redis) -> list[dict[str, Any]] | None:
+    """The attempt's curve from Redis; None if Redis stays away for CURVE_WAIT_S.
+
+    Redis restarting just as a job ends is waited for, with heartbeats meanwhile: without them the job
+    would be presumed lost and trained again.
+    """
+    deadline = time.monotonic() + CURVE_WAIT_S
+    while True:
+        try:
+            return streams.read_points(client, claim.job_id)
+        except redis.RedisError as exc:
+            if time.monotonic() > deadline:
+                log.error("job %s: the curve could not be read from Redis: %s", claim.job_id, exc)
+                return None
+        with session_scope() as session:
+            lifecycle.heartbeat(session, claim)
+        time.sleep(0.5)
+
+
+def hand_back(claim: Claim, client: redis.Redis) -> str | None:
+    """Its worker is shutting down: the job goes back to the queue now, not after its lease, and the next
+    attempt resumes from the last checkpoint. Its curve stays in Redis for that attempt to continue."""
+    with session_scope() as session:
+        requeued = lifecycle.requeue(session, claim)
+    if not requeued:
+        return None
+    enqueue_training(claim.job_id)
+    announce_status(client, claim.job_id, streams.status_fields("queued", claim.attempt))
+    log.warning("job %s: worker shutting down; attempt %d handed back", claim.job_id, claim.attempt)
+    return "queued"
 
 
 def rebuild_info(spec: JobSpec, splits, job_id: str, member: int) -> dict:

@@ -13,6 +13,7 @@ from worker.celery_app import app
 from worker.ensemble_build import build_ensemble
 from worker.ensemble_jobs import finish_ensemble_job, run_ensemble_job
 from worker.run_job import run_job
+from worker.shutdown import handing_back_on_sigterm
 from worker.webhooks import deliver
 
 
@@ -20,7 +21,8 @@ from worker.webhooks import deliver
 # the chord counts them there and runs the finish once the last has returned.
 @app.task(name=TRAIN_TASK, ignore_result=False)
 def train(job_id: str) -> str | None:
-    return run_job(job_id)
+    with handing_back_on_sigterm():
+        return run_job(job_id)
 
 
 @app.task(name=ENSEMBLE_TASK)
@@ -32,7 +34,8 @@ def ensemble(job_id: str) -> str | None:
         else:  # a redelivered task whose members were all taken already
             finish_ensemble.delay(job_id)
 
-    return run_ensemble_job(job_id, fan_out)
+    with handing_back_on_sigterm():  # an ensemble trained here, vectorized, is given back the same way
+        return run_ensemble_job(job_id, fan_out)
 
 
 @app.task(name=FINISH_ENSEMBLE_TASK)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -537,6 +538,10 @@ def train(
                     average.copy_(saved)
             averaged.n_averaged.fill_(resume.extra["n_averaged"])
 
+    # Test hook (fault tests only, tests/faults/): a job named as this variable says kills its training
+    # process at its first step, as a segfault or an OOM kill would, on every attempt.
+    if spec.name and spec.name == os.environ.get("TRAINYARD_TEST_CRASH_JOBS_NAMED"):
+        os._exit(1)
     metrics: dict[str, float] = {}
     for epoch in range(log.start_epoch, cfg.epochs):
         model.train()

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
+from api.auth import current_tenant
 from api.curves import read_job_points
-from api.deps import RedisDep, SessionDep
+from api.deps import RedisDep, SessionDep, TenantDep
 from api.downsample import downsample_curve
 from store import jobs
 from store.tables import Job
 
-router = APIRouter(prefix="/v1/compare", tags=["compare"])
+router = APIRouter(prefix="/v1/compare", tags=["compare"], dependencies=[Depends(current_tenant)])
 
 MIN_JOBS, MAX_JOBS = 2, 16
 Axis = Literal["step", "epoch"]
@@ -93,9 +94,7 @@ def _parse_names(raw: str | None) -> list[str] | None:
     return list(dict.fromkeys(names))
 
 
-def align(
-    curves: dict[str, list[dict[str, Any]]], names: list[str], axis: Axis
-) -> dict[str, AlignedSeries]:
+def align(curves: dict[str, list[dict[str, Any]]], names: list[str], axis: Axis) -> dict[str, AlignedSeries]:
     """Per curve name: the sorted union of the jobs' x values and each job's value at each (None where
     it has none). `names` come first, in their order; names met in the points follow."""
     by_name: dict[str, dict[str, dict[float, float]]] = {name: {} for name in names}
@@ -116,6 +115,7 @@ def align(
 def compare_jobs(
     session: SessionDep,
     client: RedisDep,
+    tenant: TenantDep,
     job_ids: str = Query(
         ..., alias="jobs", description=f"{MIN_JOBS} to {MAX_JOBS} comma-separated job ids", examples=["a1,b2"]
     ),
@@ -130,7 +130,7 @@ def compare_jobs(
     ),
 ) -> CompareOut:
     ids, wanted = _parse_ids(job_ids), _parse_names(names)
-    found = {job_id: jobs.get_job(session, job_id) for job_id in ids}
+    found = {job_id: jobs.get_job(session, job_id, tenant) for job_id in ids}
     missing = [job_id for job_id, job in found.items() if job is None]
     if missing:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {', '.join(missing)} not found")

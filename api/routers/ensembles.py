@@ -7,13 +7,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SessionDep, SettingsDep
+from api.auth import current_tenant
+from api.deps import SessionDep, SettingsDep, TenantDep
+from api.limits import PageSize, ensemble_limit_errors
 from api.predictors import predictor_cache
 from api.schemas import EnsembleIn, EnsembleOut, PredictionOut
 from models.ensemble import EnsemblePredictor, Member, check_members
@@ -25,7 +27,7 @@ from store.queue import enqueue_build_ensemble
 from store.settings import Settings
 from store.tables import Ensemble
 
-router = APIRouter(prefix="/v1/ensembles", tags=["ensembles"])
+router = APIRouter(prefix="/v1/ensembles", tags=["ensembles"], dependencies=[Depends(current_tenant)])
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream")
 PREDICT_BODY = {
@@ -52,25 +54,33 @@ def _invalid(loc: tuple, message: str) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": loc, "msg": message, "input": None}])
 
 
-def _ensemble_or_404(session, ensemble_id: str) -> Ensemble:
-    ensemble = ensembles.get_ensemble(session, ensemble_id)
+def _ensemble_or_404(session, ensemble_id: str, tenant: str) -> Ensemble:
+    ensemble = ensembles.get_ensemble(session, ensemble_id, tenant)
     if ensemble is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"ensemble {ensemble_id} not found")
     return ensemble
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=EnsembleOut)
-def create_ensemble(body: EnsembleIn, response: Response, session: SessionDep) -> EnsembleOut:
+def create_ensemble(
+    body: EnsembleIn,
+    response: Response,
+    session: SessionDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+) -> EnsembleOut:
     """Combine stored runs; the members are checked now, the evaluation runs on a worker (status building)."""
+    if errors := ensemble_limit_errors(len(body.members), settings):
+        raise RequestValidationError(errors)
     refs = body.refs()
     try:
-        sources = ensembles.resolve_members(session, refs)
+        sources = ensembles.resolve_members(session, refs, tenant)  # another tenant's run is unknown
         # Shapes and metadata only, from the files' headers: no weights are loaded here.
         check_members([_header_member(index, source) for index, source in enumerate(sources)], body.method)
     except SpecError as exc:
         raise _invalid(("body", *exc.loc), exc.message) from exc
     name = body.name or f"{body.method} of {len(refs)} members"
-    ensemble = ensembles.create_ensemble(session, name=name, method=body.method, refs=refs)
+    ensemble = ensembles.create_ensemble(session, name=name, method=body.method, refs=refs, tenant=tenant)
     session.commit()
     try:
         enqueue_build_ensemble(ensemble.id)
@@ -92,20 +102,25 @@ def _header_member(index: int, source: ensembles.MemberSource) -> Member:
 
 
 @router.get("", response_model=list[EnsembleOut])
-def list_ensembles(session: SessionDep, limit: int = Query(20, ge=1, le=100)) -> list[EnsembleOut]:
-    query = select(Ensemble).order_by(Ensemble.created_at.desc(), Ensemble.id.desc()).limit(limit)
+def list_ensembles(session: SessionDep, tenant: TenantDep, limit: PageSize = 20) -> list[EnsembleOut]:
+    query = (
+        select(Ensemble)
+        .where(Ensemble.tenant == tenant)
+        .order_by(Ensemble.created_at.desc(), Ensemble.id.desc())
+        .limit(limit)
+    )
     return [EnsembleOut.of(ensemble) for ensemble in session.scalars(query)]
 
 
 @router.get("/{ensemble_id}", response_model=EnsembleOut)
-def read_ensemble(ensemble_id: str, session: SessionDep) -> EnsembleOut:
-    return EnsembleOut.of(_ensemble_or_404(session, ensemble_id))
+def read_ensemble(ensemble_id: str, session: SessionDep, tenant: TenantDep) -> EnsembleOut:
+    return EnsembleOut.of(_ensemble_or_404(session, ensemble_id, tenant))
 
 
 @router.get("/{ensemble_id}/weights", response_class=FileResponse)
-def download_weights(ensemble_id: str, session: SessionDep) -> FileResponse:
+def download_weights(ensemble_id: str, session: SessionDep, tenant: TenantDep) -> FileResponse:
     """The averaged network of a `weights` ensemble, as safetensors with the metadata that rebuilds it."""
-    ensemble = _ensemble_or_404(session, ensemble_id)
+    ensemble = _ensemble_or_404(session, ensemble_id, tenant)
     if ensemble.method != "weights":
         raise HTTPException(status.HTTP_409_CONFLICT, "only a weights ensemble is one network with weights")
     if ensemble.weights_path is None or not Path(ensemble.weights_path).is_file():
@@ -114,7 +129,9 @@ def download_weights(ensemble_id: str, session: SessionDep) -> FileResponse:
 
 
 @router.post("/{ensemble_id}/predict", response_model=PredictionOut, openapi_extra=PREDICT_BODY)
-async def predict(ensemble_id: str, request: Request, settings: SettingsDep) -> PredictionOut:
+async def predict(
+    ensemble_id: str, request: Request, settings: SettingsDep, tenant: TenantDep
+) -> PredictionOut:
     """Probabilities and labels of the ensemble for raw inputs, preprocessed as in training."""
     body = await _read_body(request, settings.max_predict_bytes)
     inputs = _parse_inputs(body, request.headers.get("content-type", "application/json"))
@@ -124,7 +141,7 @@ async def predict(ensemble_id: str, request: Request, settings: SettingsDep) -> 
             f"{len(inputs)} inputs in one request; at most {settings.max_predict_batch}",
         )
     # Loading members and running the networks block: off the event loop.
-    return await run_in_threadpool(_predict, ensemble_id, inputs, settings)
+    return await run_in_threadpool(_predict, ensemble_id, inputs, settings, tenant)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -166,9 +183,9 @@ def _parse_inputs(body: bytes, content_type: str) -> np.ndarray:
     return inputs
 
 
-def _predict(ensemble_id: str, inputs: np.ndarray, settings: Settings) -> PredictionOut:
+def _predict(ensemble_id: str, inputs: np.ndarray, settings: Settings, tenant: str) -> PredictionOut:
     with new_session() as session:
-        ensemble = _ensemble_or_404(session, ensemble_id)
+        ensemble = _ensemble_or_404(session, ensemble_id, tenant)
         if ensemble.status == "failed":
             raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} failed: {ensemble.error}")
         if ensemble.method == "weights" and ensemble.status != "ready":

@@ -15,21 +15,23 @@ from collections.abc import AsyncIterator
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import current_tenant
 from api.curves import read_job_points
+from api.deps import TenantDep
 from api.job_cache import get_job_answers
 from api.job_feeds import Framed, JobFeed, JobFeeds, ended, frame, sse
-from api.routers.jobs import load_answer
+from api.routers.jobs import load_answer, tenants_answer
 from api.schemas import JobOut
 from store import jobs, streams
 from store.db import new_session
 from store.settings import get_settings
 from store.tables import TERMINAL
 
-router = APIRouter(prefix="/v1/jobs", tags=["events"])
+router = APIRouter(prefix="/v1/jobs", tags=["events"], dependencies=[Depends(current_tenant)])
 
 STREAM_ID = r"^\d+-\d+$"
 # While nothing comes from the stream, the job's row is read this often (through the answer cache): the
@@ -87,6 +89,7 @@ async def job_now(job_id: str, fresh: bool = False) -> JobOut:
 )
 async def follow_job(
     job_id: str,
+    tenant: TenantDep,
     last_event_id: Annotated[str | None, Header(pattern=STREAM_ID)] = None,
     after: Annotated[
         str | None,
@@ -94,9 +97,7 @@ async def follow_job(
     ] = None,
 ) -> EventSourceResponse:
     # Read before the stream opens, so that an unknown job is a plain 404 and not a broken stream.
-    answer = await get_job_answers().get(job_id, load_answer)
-    if answer is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    answer = await tenants_answer(job_id, tenant)
     # Framed here (with FastAPI's formatter) rather than yielded one by one to FastAPI's SSE machinery:
     # what is new to a follower goes out as one chunk, several times cheaper per event.
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

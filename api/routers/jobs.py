@@ -5,29 +5,32 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
+from api.auth import current_tenant
 from api.curves import read_job_points
-from api.deps import RedisDep, SessionDep, SettingsDep
+from api.deps import RedisDep, SessionDep, SettingsDep, TenantDep
 from api.downsample import downsample_curve
 from api.job_cache import Answer, get_job_answers
+from api.limits import PageSize, job_limit_errors, refuse_over_active_jobs
 from api.schemas import CurveOut, JobOut, JobPage, MemberOut, Progress
 from models.cnn import inspect_model
 from models.datasets import ensure_available
 from models.spec import JobSpec, SpecError
-from store import ensembles, jobs, streams
+from store import ensembles, jobs, streams, uploads
 from store.db import new_session
 from store.queue import enqueue_job
 from store.tables import TERMINAL
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(current_tenant)])
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-def _job_or_404(session, job_id: str):
-    job = jobs.get_job(session, job_id)
+def _job_or_404(session, job_id: str, tenant: str):
+    # Another tenant's job is as unknown as one that never was.
+    job = jobs.get_job(session, job_id, tenant)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
     return job
@@ -80,9 +83,15 @@ def _combined_progress(job, members: list[MemberOut]) -> dict:
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
 def submit_job(
-    spec: JobSpec, response: Response, session: SessionDep, client: RedisDep, settings: SettingsDep
+    spec: JobSpec,
+    response: Response,
+    session: SessionDep,
+    client: RedisDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
 ) -> JobOut:
     try:
+        uploads.check_dataset_access(session, spec.dataset, tenant)  # before its file is read
         # Built on the meta device: shapes and sizes are known before anything is stored or queued.
         summary = inspect_model(spec)
         ensure_available(spec.dataset, settings.data_dir)
@@ -90,7 +99,10 @@ def submit_job(
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", *exc.loc), "msg": exc.message, "input": None}]
         ) from exc
-    job = jobs.create_job(session, spec, summary=asdict(summary))
+    if errors := job_limit_errors(spec, summary, settings):
+        raise RequestValidationError(errors)
+    refuse_over_active_jobs(session, tenant, spec, settings)
+    job = jobs.create_job(session, spec, summary=asdict(summary), tenant=tenant)
     session.commit()
     try:
         enqueue_job(job.id, job.kind)
@@ -106,12 +118,15 @@ def submit_job(
 def list_jobs(
     session: SessionDep,
     client: RedisDep,
+    tenant: TenantDep,
     status_filter: JobStatus | None = Query(None, alias="status"),
-    limit: int = Query(20, ge=1, le=100),
+    limit: PageSize = 20,
     cursor: str | None = None,
 ) -> JobPage:
     try:
-        page, next_cursor = jobs.list_jobs(session, status=status_filter, limit=limit, cursor=cursor)
+        page, next_cursor = jobs.list_jobs(
+            session, status=status_filter, limit=limit, cursor=cursor, tenant=tenant
+        )
     except ValueError as exc:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc), "input": cursor}]
@@ -119,30 +134,36 @@ def list_jobs(
     return JobPage(items=[present_job(job, session, client) for job in page], next_cursor=next_cursor)
 
 
-def load_job(job_id: str) -> JobOut | None:
-    """A job as GET /v1/jobs/{id} answers it, read with a session of its own (for async routes)."""
+def load_answer(job_id: str) -> Answer | None:
+    """A job as GET /v1/jobs/{id} answers it, and whose it is, read with a session of its own."""
     with new_session() as session:
         job = jobs.get_job(session, job_id)
-        return present_job(job, session, streams.get_redis()) if job else None
+        if job is None:
+            return None
+        presented = present_job(job, session, streams.get_redis())
+        return Answer(presented, presented.model_dump_json().encode(), job.tenant)
 
 
-def load_answer(job_id: str) -> Answer | None:
-    job = load_job(job_id)
-    return Answer(job, job.model_dump_json().encode()) if job else None
+async def tenants_answer(job_id: str, tenant: str) -> Answer:
+    """The job's (cached) answer; a 404 if there is no such job or it is another tenant's."""
+    answer = await get_job_answers().get(job_id, load_answer)
+    if answer is None or answer.tenant != tenant:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    return answer
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def read_job(job_id: str) -> Response:
+async def read_job(job_id: str, tenant: TenantDep) -> Response:
     # Async, and answered from the short-lived cache: the route dashboards poll hardest.
-    answer = await get_job_answers().get(job_id, load_answer)
-    if answer is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    answer = await tenants_answer(job_id, tenant)
     return Response(answer.body, media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
-def cancel_job(job_id: str, session: SessionDep, client: RedisDep, settings: SettingsDep) -> JobOut:
-    job = _job_or_404(session, job_id)
+def cancel_job(
+    job_id: str, session: SessionDep, client: RedisDep, settings: SettingsDep, tenant: TenantDep
+) -> JobOut:
+    job = _job_or_404(session, job_id, tenant)
     if job.status in TERMINAL:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} has already {job.status}")
     # An ensemble job is cancelled with its members; it ends once they have.
@@ -163,6 +184,7 @@ def read_curve(
     job_id: str,
     session: SessionDep,
     client: RedisDep,
+    tenant: TenantDep,
     after: str | None = Query(None, pattern=r"^\d+-\d+$", description="a point id: only points after it"),
     max_points: int | None = Query(
         None,
@@ -171,7 +193,7 @@ def read_curve(
         description="at most this many points per series: first, last, and each bucket's min and max",
     ),
 ) -> CurveOut:
-    points = read_job_points(session, client, _job_or_404(session, job_id), after=after)
+    points = read_job_points(session, client, _job_or_404(session, job_id, tenant), after=after)
     last_id = points[-1]["id"] if points else after
     if max_points is not None:
         points = downsample_curve(points, max_points)

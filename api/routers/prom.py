@@ -7,6 +7,8 @@ from prometheus_client.exposition import choose_encoder
 
 from api.observability import METRICS_PATH
 
+# Open by default (scrapers usually sit inside the network); api/app.py adds the key check when
+# TRAINYARD_METRICS_NEED_KEY is set. The numbers are the whole service's, not one tenant's.
 router = APIRouter(tags=["health"])
 
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import SessionDep
+from api.auth import current_tenant
+from api.deps import SessionDep, TenantDep
 from api.schemas import UtcModel
 from store import jobs, webhooks
 from store.tables import WebhookDelivery
 
-router = APIRouter(prefix="/v1/jobs", tags=["webhooks"])
+router = APIRouter(prefix="/v1/jobs", tags=["webhooks"], dependencies=[Depends(current_tenant)])
 
 
 class WebhookAttemptOut(UtcModel):
@@ -24,6 +25,7 @@ class WebhookAttemptOut(UtcModel):
     status_code: int | None = Field(description="the receiver's answer; null when none came")
     error: str | None = Field(description="why the attempt failed: a non-2xx code, a timeout, a refusal")
     duration_ms: float
+
 
 class WebhookDeliveryOut(UtcModel):
     id: str = Field(description="sent as X-Trainyard-Delivery: the same for every attempt, to deduplicate")
@@ -62,8 +64,8 @@ class WebhookDeliveries(BaseModel):
 
 
 @router.get("/{job_id}/webhooks", response_model=WebhookDeliveries)
-def list_job_webhooks(job_id: str, session: SessionDep) -> WebhookDeliveries:
-    if jobs.get_job(session, job_id) is None:
+def list_job_webhooks(job_id: str, session: SessionDep, tenant: TenantDep) -> WebhookDeliveries:
+    if jobs.get_job(session, job_id, tenant) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
     deliveries = webhooks.deliveries_of(session, job_id)
     return WebhookDeliveries(items=[WebhookDeliveryOut.of(delivery) for delivery in deliveries])

@@ -42,8 +42,15 @@ export async function request(path, { method = "GET", body } = {}) {
   return data;
 }
 
-/** An EventSource on an API path. Browsers' EventSource cannot send headers: when /v1 requires a key,
- *  this is where it goes instead (a query parameter the events endpoint accepts). */
+/** A path with the API key as `access_token`, for what a browser fetches without our headers:
+ *  EventSource (it cannot send any) and download links. */
+export function withKey(path) {
+  const key = apiKey();
+  if (!key) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(key)}`;
+}
+
+/** An EventSource on an API path, carrying the key in its address. */
 export function openEventStream(path) {
-  return new EventSource(path);
+  return new EventSource(withKey(path));
 }

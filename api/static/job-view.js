@@ -1,6 +1,6 @@
 // One job, live: progress and loss/accuracy/learning-rate curves that grow as the worker reports them,
 // from the job's Server-Sent Events (metric, status, done); a finished job's stream replays its curve.
-import { openEventStream, request } from "./api.js";
+import { openEventStream, request, withKey } from "./api.js";
 import { createLineChart, PALETTE } from "./chart.js";
 import {
   TERMINAL,
@@ -59,7 +59,7 @@ function runsTable(job) {
     run.member,
     run.seed,
     formatPercent(run.test_acc),
-    h("a", { href: run.weights_url, download: `${run.id}.safetensors` }, "safetensors"),
+    h("a", { href: withKey(run.weights_url), download: `${run.id}.safetensors` }, "safetensors"),
   ]);
   return h(
     "section",

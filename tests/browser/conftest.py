@@ -40,6 +40,8 @@ def dashboard(browser, stack, console_errors) -> Iterator[Page]:
     """A fresh tab on the live stack's dashboard, recording console errors."""
     context = browser.new_context(viewport=VIEWPORT, base_url=stack.url)
     context.set_default_timeout(30_000)
+    # The key a user's `/?key=...` address leaves in the tab, there before the page's scripts run.
+    context.add_init_script(f"sessionStorage.setItem('trainyard.api-key', {stack.api_key!r})")
     page = context.new_page()
     page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
     page.on("pageerror", lambda error: console_errors.append(f"uncaught: {error}"))

@@ -21,6 +21,15 @@ from trainyard.client import TrainyardClient, TrainyardError
 CLI = [sys.executable, "-m", "trainyard.cli"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def api_key(stack):
+    """The CLI and the client take the key from TRAINYARD_API_KEY, as a user sets it (module-wide, so
+    that the module's fixtures that run the CLI have it too)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRAINYARD_API_KEY", stack.api_key)
+        yield stack.api_key
+
+
 def trainyard(url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the CLI in its own process, as a shell would."""
     env = os.environ | {"TRAINYARD_URL": url}
@@ -308,8 +317,9 @@ def test_client_sends_the_api_key_when_one_is_set(stack, monkeypatch):
     monkeypatch.setenv("TRAINYARD_URL", proxy.url + "/")
     monkeypatch.setenv("TRAINYARD_API_KEY", "k-123")
     try:
-        with TrainyardClient() as client:
+        with TrainyardClient() as client, pytest.raises(TrainyardError) as refused:
             client.jobs(limit=1)
     finally:
         proxy.close()
     assert b"\r\nAuthorization: Bearer k-123\r\n" in proxy.sent
+    assert refused.value.status_code == 401  # not a key the server knows

@@ -17,7 +17,7 @@ def follow(stack, job_id: str, last_event_id: str | None = None, stop_after: int
     """Read a job's events until the server closes the stream (or `stop_after` events, then hang up)."""
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
     events = []
-    with httpx.Client(base_url=stack.url, timeout=60) as http:
+    with httpx.Client(base_url=stack.url, timeout=60, headers=stack.http.headers) as http:
         with connect_sse(http, "GET", f"/v1/jobs/{job_id}/events", headers=headers) as source:
             assert source.response.headers["content-type"].startswith("text/event-stream")
             for event in source.iter_sse():
@@ -111,7 +111,7 @@ def test_a_finished_job_replays_from_sql_when_redis_has_let_the_stream_go(stack,
 def test_a_queued_job_cancelled_ends_its_stream(api_only):
     job = api_only.submit(lenet_spec())  # no worker: it stays queued
     started = time.monotonic()
-    with httpx.Client(base_url=api_only.url, timeout=30) as http:
+    with httpx.Client(base_url=api_only.url, timeout=30, headers=api_only.http.headers) as http:
         with connect_sse(http, "GET", f"/v1/jobs/{job['id']}/events") as source:
             events = source.iter_sse()
             assert next(events).json()["status"] == "queued"
@@ -124,7 +124,7 @@ def test_a_queued_job_cancelled_ends_its_stream(api_only):
 
 def test_an_idle_stream_gets_heartbeats(api_only):
     job = api_only.submit(lenet_spec())
-    with httpx.Client(base_url=api_only.url, timeout=30) as http:
+    with httpx.Client(base_url=api_only.url, timeout=30, headers=api_only.http.headers) as http:
         with http.stream("GET", f"/v1/jobs/{job['id']}/events") as response:
             lines = []
             for line in response.iter_lines():

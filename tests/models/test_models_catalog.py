@@ -39,7 +39,11 @@ def forms(entries):
 
 def accepts(validate, fixed, params, name, value) -> bool:
     """Whether the spec takes `value` for `name`, the other required fields at their minimum."""
-    required = {n: p["minimum"] for n, p in params.items() if p["required"] and n != name}
+    # Required fields at their minimum; those without one (an upload's id) at a valid example.
+    examples = {"id": "0" * 32}
+    required = {
+        n: p.get("minimum", examples.get(n)) for n, p in params.items() if p["required"] and n != name
+    }
     try:
         validate({**fixed, **required, name: value})
     except ValidationError:
@@ -78,6 +82,7 @@ def test_catalog_is_json_and_reads_defaults_from_the_schema():
         "mnist",
         "fashion_mnist",
         "cifar10",
+        "upload",
     }
     assert entries["dropout_modes"] == ["inverted", "vanilla"]
     assert "none" in entries["activations"]

@@ -1,0 +1,111 @@
+"""Uploaded datasets: upload an .npz of images and labels, list and read them; jobs name them by id."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import current_tenant
+from api.deps import SessionDep, SettingsDep, TenantDep
+from api.limits import PageSize
+from api.schemas import UtcModel
+from models.uploads import UploadError, check_upload
+from store import uploads
+from store.db import new_session
+from store.settings import Settings
+from store.tables import Dataset
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depends(current_tenant)])
+
+NPZ_TYPES = ("application/octet-stream", "application/x-npz")
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The .npz file itself (np.savez or np.savez_compressed): x as N×C×H×W or N×H×W "
+        "(uint8, float32 or float64) and y, N integer labels 0..K-1.",
+        "content": {kind: {"schema": {"type": "string", "format": "binary"}} for kind in NPZ_TYPES},
+    }
+}
+
+
+class DatasetOut(UtcModel):
+    id: str = Field(description='name it in a job as {"name": "upload", "id": ...}')
+    name: str
+    n: int = Field(description="samples")
+    input_shape: list[int] = Field(description="C, H, W of one sample")
+    num_classes: int
+    bytes: int = Field(description="size of the .npz as uploaded")
+    sha256: str = Field(description="of the .npz as uploaded")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> DatasetOut:
+        return cls.model_validate(dataset, from_attributes=True)
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetOut]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetOut, openapi_extra=UPLOAD_BODY)
+async def upload_dataset(
+    request: Request,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    name: str = Query(min_length=1, max_length=120, pattern=r"^[^\x00-\x1f\x7f]+$", description="a label"),
+) -> DatasetOut:
+    """Check the archive (entries, sizes, headers, then values) and keep it for the tenant's jobs."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    if content_type not in NPZ_TYPES:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"send the .npz as {' or '.join(NPZ_TYPES)}"
+        )
+    body = await _read_body(request, settings.max_upload_bytes)
+    # Checking and saving take CPU and disk time: off the event loop.
+    return await run_in_threadpool(_store, body, name, tenant, settings)
+
+
+def _store(body: bytes, name: str, tenant: str, settings: Settings) -> DatasetOut:
+    try:
+        upload = check_upload(body, settings.max_upload_inflated_bytes)
+    except UploadError as exc:
+        if exc.status == status.HTTP_422_UNPROCESSABLE_CONTENT:
+            error = {"type": "value_error", "loc": ("body", *exc.loc), "msg": exc.message, "input": None}
+            raise RequestValidationError([error]) from exc
+        raise HTTPException(exc.status, exc.message) from exc
+    with new_session() as session:
+        dataset = uploads.create_dataset(
+            session, upload, body=body, name=name, tenant=tenant, data_dir=settings.data_dir
+        )
+        session.commit()
+        return DatasetOut.of(dataset)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 once it passes `limit`: never more than `limit` bytes are kept."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the body is over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        if len(body) + len(chunk) > limit:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the body is over {limit} bytes")
+        body += chunk
+    return bytes(body)
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(session: SessionDep, tenant: TenantDep, limit: PageSize = 100) -> DatasetList:
+    return DatasetList(items=[DatasetOut.of(d) for d in uploads.list_datasets(session, tenant, limit)])
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def read_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> DatasetOut:
+    dataset = uploads.get_dataset(session, dataset_id, tenant)
+    if dataset is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {dataset_id} not found")
+    return DatasetOut.of(dataset)

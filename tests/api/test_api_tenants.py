@@ -1,0 +1,150 @@
+"""API keys and tenants: every /v1 route wants a key, and one tenant never sees another's resources.
+
+The routes are read from the app's own OpenAPI schema, so a route added without the checks fails here.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import sqlite3
+
+import httpx
+import numpy as np
+import pytest
+
+from models.datasets import raw_arrays
+from tests.factories import lenet_spec, training
+
+NPZ = {"content-type": "application/x-npz"}
+
+# A request that reaches each route's own checks: its body, when it needs one.
+BODIES = {
+    ("post", "/v1/jobs"): {"json": lenet_spec()},
+    ("post", "/v1/ensembles"): {"json": {"members": ["x"]}},
+    ("post", "/v1/ensembles/{ensemble_id}/predict"): {"json": {"inputs": np.zeros((1, 1, 8, 8)).tolist()}},
+    ("post", "/v1/datasets"): {"content": b"PK", "headers": NPZ},
+}
+
+
+def v1_operations(stack) -> list[tuple[str, str]]:
+    schema = stack.http.get("/openapi.json").json()
+    return [
+        (method, path)
+        for path, operations in schema["paths"].items()
+        if path.startswith("/v1/")
+        for method in operations
+    ]
+
+
+@pytest.fixture(scope="module")
+def tenant_a(stack):
+    """Tenant "default" (the stack's own key): a finished job with a run, and an ensemble of it."""
+    job = stack.wait_finished(stack.submit(lenet_spec(training=training(epochs=1)))["id"])
+    run_id = job["runs"][0]["id"]
+    response = stack.http.post("/v1/ensembles", json={"members": [run_id, run_id]})
+    assert response.status_code == 201, response.text
+    x, y = raw_arrays({"name": "digits"})
+    archive = io.BytesIO()
+    np.savez(archive, x=x[:100], y=y[:100])
+    dataset = stack.http.post("/v1/datasets", params={"name": "a"}, content=archive.getvalue(), headers=NPZ)
+    assert dataset.status_code == 201, dataset.text
+    ids = {"job_id": job["id"], "run_id": run_id, "ensemble_id": response.json()["id"]}
+    return ids | {"dataset_id": dataset.json()["id"]}
+
+
+@pytest.fixture(scope="module")
+def tenant_b(stack) -> httpx.Client:
+    client = httpx.Client(base_url=stack.url, timeout=30)
+    client.headers["Authorization"] = f"Bearer {stack.new_key('other-team')}"
+    yield client
+    client.close()
+
+
+def fill(path: str, ids: dict[str, str]) -> str:
+    names = re.findall(r"{(\w+)}", path)
+    unknown = [name for name in names if name not in ids]
+    assert not unknown, f"{path}: add its path parameters {unknown} to this test's ids"
+    for name in names:
+        path = path.replace(f"{{{name}}}", ids[name])
+    return path
+
+
+def test_every_v1_route_refuses_requests_without_a_valid_key(stack, tenant_a):
+    operations = v1_operations(stack)
+    assert len(operations) >= 12
+    anonymous = httpx.Client(base_url=stack.url, timeout=30)
+    wrong = {"Authorization": "Bearer ty_0123456789abcdef_" + "x" * 43}
+    for method, path in operations:
+        url = fill(path, tenant_a)
+        for headers in ({}, wrong, {"Authorization": "Basic dXNlcjpwdw=="}):
+            kwargs = dict(BODIES.get((method, path), {}))
+            headers = kwargs.pop("headers", {}) | headers
+            response = anonymous.request(method, url, headers=headers, **kwargs)
+            assert response.status_code == 401, (method, path, headers, response.text)
+            assert response.headers["www-authenticate"] == "Bearer"
+    anonymous.close()
+
+
+def test_another_tenants_resources_are_not_found_on_any_route(stack, tenant_a, tenant_b):
+    checked = 0
+    for method, path in v1_operations(stack):
+        if "{" not in path and path != "/v1/compare":
+            continue  # collections: the next test
+        url = fill(path, tenant_a)
+        both = f"{tenant_a['job_id']},{tenant_a['job_id'][::-1]}"
+        params = {"jobs": both} if path == "/v1/compare" else None
+        response = tenant_b.request(method, url, params=params, **BODIES.get((method, path), {}))
+        assert response.status_code == 404, (method, path, response.text)
+        checked += 1
+    assert checked >= 9
+    # And the owner still reaches each of them.
+    assert stack.http.get(f"/v1/jobs/{tenant_a['job_id']}").status_code == 200
+
+
+def test_lists_show_only_ones_own(stack, tenant_a, tenant_b):
+    own = tenant_b.post("/v1/jobs", json=lenet_spec(name="other-team-job", training=training(epochs=1)))
+    assert own.status_code == 202
+    listed = [job["id"] for job in tenant_b.get("/v1/jobs", params={"limit": 100}).json()["items"]]
+    assert listed == [own.json()["id"]]
+    assert tenant_a["job_id"] not in listed
+    assert tenant_b.get("/v1/ensembles").json() == []
+    assert own.json()["id"] not in [j["id"] for j in stack.http.get("/v1/jobs").json()["items"]]
+    assert stack.http.post(f"/v1/jobs/{own.json()['id']}/cancel").status_code == 404
+    assert tenant_b.post(f"/v1/jobs/{own.json()['id']}/cancel").status_code == 202
+
+
+def test_another_tenants_run_cannot_join_an_ensemble(tenant_a, tenant_b):
+    response = tenant_b.post("/v1/ensembles", json={"members": [tenant_a["run_id"]]})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "members", 0]
+    assert "not found" in response.json()["detail"][0]["msg"]
+
+
+def test_events_and_downloads_take_the_key_as_access_token(stack, tenant_a):
+    key = stack.api_key
+    events = httpx.get(f"{stack.url}/v1/jobs/{tenant_a['job_id']}/events", params={"access_token": key})
+    assert events.status_code == 200 and "event: done" in events.text
+    weights = httpx.get(f"{stack.url}/v1/runs/{tenant_a['run_id']}/weights", params={"access_token": key})
+    assert weights.status_code == 200 and len(weights.content) > 1000
+
+
+def test_keys_are_kept_as_hashes_and_a_revoked_key_is_refused(stack):
+    key = stack.new_key("short-lived")
+    key_id, secret = key.split("_")[1], key.split("_", 2)[2]
+    with sqlite3.connect(stack.env["DATABASE_URL"].removeprefix("sqlite:///")) as db:
+        stored = db.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchall()
+        everything = "\n".join(str(row) for row in db.execute("SELECT * FROM api_keys"))
+    assert len(stored) == 1 and secret not in everything
+    import subprocess
+
+    from tests.live_stack import CLI
+
+    subprocess.run([*CLI, "keys", "revoke", key_id], env=stack.env, check=True, capture_output=True)
+    refused = httpx.get(f"{stack.url}/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+    assert refused.status_code == 401
+
+
+def test_health_docs_and_the_dashboard_need_no_key(stack):
+    for path in ("/healthz", "/readyz", "/", "/static/app.js", "/openapi.json"):
+        assert httpx.get(f"{stack.url}{path}").status_code == 200, path
