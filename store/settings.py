@@ -74,6 +74,9 @@ class Settings(BaseSettings):
         2**20, ge=1024, description="largest request body where a route has no limit of its own (else 413)"
     )
     max_page_size: int = Field(100, ge=1, description="largest `limit` a list route accepts")
+    idempotency_ttl_s: float = Field(
+        86_400, ge=86_400, description="an Idempotency-Key's first answer is replayed this long (>= 24 h)"
+    )
 
     job_cache_s: float = Field(
         0.25, ge=0, description="a running job's GET answer is reused this long (api/job_cache.py); 0: never"

@@ -1,4 +1,4 @@
-"""ORM tables: jobs, runs, curves, checkpoints, ensembles, webhooks, API keys, datasets."""
+"""ORM tables: jobs, runs, curves, checkpoints, ensembles, webhooks, API keys, datasets, idempotency."""
 
 from __future__ import annotations
 
@@ -187,4 +187,19 @@ class Dataset(Base):
     num_classes: Mapped[int] = mapped_column(Integer)
     bytes: Mapped[int] = mapped_column(BigInteger)  # of the .npz as uploaded
     sha256: Mapped[str] = mapped_column(String(64))  # of the .npz as uploaded
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class IdempotencyKey(Base):
+    """The first answer to a POST that carried an Idempotency-Key, replayed to the same key and body."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)  # the route: "jobs", "ensembles"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))  # of the request body, canonical JSON
+    status_code: Mapped[int] = mapped_column(Integer)
+    location: Mapped[str] = mapped_column(String(200))
+    response: Mapped[str] = mapped_column(Text)  # the answer's JSON body
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 JSON_PREDICT_LIMIT = 4096
 # The server pings every 15 s: a stream silent for longer than this has broken.
 STREAM_READ_TIMEOUT_S = 45.0
+# A POST that creates work is sent this many times at most when its answer is lost on the way.
+CREATE_ATTEMPTS = 3
 
 
 class TrainyardError(Exception):
@@ -86,9 +89,9 @@ class TrainyardClient:
 
     # ---- jobs
 
-    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Submit a JobSpec; the queued job."""
-        return self._request("POST", "/v1/jobs", json=spec)
+    def submit(self, spec: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit a JobSpec; the queued job. Safe to retry with the same `idempotency_key`."""
+        return self._create("/v1/jobs", spec, idempotency_key)
 
     def jobs(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
         """One page of jobs, newest first: {"items": [...], "next_cursor": ...}."""
@@ -152,10 +155,11 @@ class TrainyardClient:
         members: list[str | dict[str, Any]],
         method: str = "mean_probs",
         name: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """An ensemble of stored runs; it is `building` until a worker has evaluated it."""
         body: dict[str, Any] = {"members": members, "method": method} | ({"name": name} if name else {})
-        return self._request("POST", "/v1/ensembles", json=body)
+        return self._create("/v1/ensembles", body, idempotency_key)
 
     def ensemble(self, ensemble_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/ensembles/{ensemble_id}")
@@ -182,6 +186,22 @@ class TrainyardClient:
         )
 
     # ---- plumbing
+
+    def _create(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> Any:
+        """POSTs work under an Idempotency-Key, sending it again when the answer is lost on the way: the
+        server answers a repeat as it answered the first, so nothing is queued twice. A refused connection
+        is not retried: nothing reached the server, and a stopped server should be reported at once."""
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                response = self.http.post(path, json=body, headers=headers)
+                break
+            except httpx.TransportError as exc:
+                if isinstance(exc, httpx.ConnectError) or attempt == CREATE_ATTEMPTS:
+                    raise TrainyardConnectionError(self.url, exc) from exc
+                time.sleep(0.2 * attempt)
+        self._raise_for(response)
+        return response.json()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import current_tenant
 from api.deps import SessionDep, SettingsDep, TenantDep
+from api.idempotency import IdempotencyKeyHeader, Idempotent, commit_or_replay
 from api.limits import PageSize, ensemble_limit_errors
 from api.predictors import predictor_cache
 from api.schemas import EnsembleIn, EnsembleOut, PredictionOut
@@ -68,8 +69,13 @@ def create_ensemble(
     session: SessionDep,
     tenant: TenantDep,
     settings: SettingsDep,
-) -> EnsembleOut:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> EnsembleOut | Response:
     """Combine stored runs; the members are checked now, the evaluation runs on a worker (status building)."""
+    ttl_s = settings.idempotency_ttl_s
+    idempotent = Idempotent.of(session, tenant, "ensembles", idempotency_key, body, ttl_s)
+    if idempotent is not None and (replay := idempotent.replay()) is not None:
+        return replay
     if errors := ensemble_limit_errors(len(body.members), settings):
         raise RequestValidationError(errors)
     refs = body.refs()
@@ -81,15 +87,21 @@ def create_ensemble(
         raise _invalid(("body", *exc.loc), exc.message) from exc
     name = body.name or f"{body.method} of {len(refs)} members"
     ensemble = ensembles.create_ensemble(session, name=name, method=body.method, refs=refs, tenant=tenant)
-    session.commit()
+    answer, location = EnsembleOut.of(ensemble), f"/v1/ensembles/{ensemble.id}"
+    if idempotent is not None:
+        idempotent.remember(status.HTTP_201_CREATED, location, answer)
+    if (replay := commit_or_replay(session, idempotent)) is not None:
+        return replay  # the same key and body, committed first by a concurrent request
     try:
         enqueue_build_ensemble(ensemble.id)
     except Exception as exc:  # the broker is away: take it back rather than leave it building forever
         session.delete(ensemble)
+        if idempotent is not None:
+            idempotent.forget()
         session.commit()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the job queue is unavailable") from exc
-    response.headers["Location"] = f"/v1/ensembles/{ensemble.id}"
-    return EnsembleOut.of(ensemble)
+    response.headers["Location"] = location
+    return answer
 
 
 def _header_member(index: int, source: ensembles.MemberSource) -> Member:

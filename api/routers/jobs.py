@@ -12,6 +12,7 @@ from api.auth import current_tenant
 from api.curves import read_job_points
 from api.deps import RedisDep, SessionDep, SettingsDep, TenantDep
 from api.downsample import downsample_curve
+from api.idempotency import IdempotencyKeyHeader, Idempotent, commit_or_replay
 from api.job_cache import Answer, get_job_answers
 from api.limits import PageSize, job_limit_errors, refuse_over_active_jobs
 from api.schemas import CurveOut, JobOut, JobPage, MemberOut, Progress
@@ -89,7 +90,11 @@ def submit_job(
     client: RedisDep,
     settings: SettingsDep,
     tenant: TenantDep,
-) -> JobOut:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobOut | Response:
+    idempotent = Idempotent.of(session, tenant, "jobs", idempotency_key, spec, settings.idempotency_ttl_s)
+    if idempotent is not None and (replay := idempotent.replay()) is not None:
+        return replay
     try:
         uploads.check_dataset_access(session, spec.dataset, tenant)  # before its file is read
         # Built on the meta device: shapes and sizes are known before anything is stored or queued.
@@ -103,15 +108,21 @@ def submit_job(
         raise RequestValidationError(errors)
     refuse_over_active_jobs(session, tenant, spec, settings)
     job = jobs.create_job(session, spec, summary=asdict(summary), tenant=tenant)
-    session.commit()
+    answer, location = present_job(job, session, client), f"/v1/jobs/{job.id}"
+    if idempotent is not None:
+        idempotent.remember(status.HTTP_202_ACCEPTED, location, answer)
+    if (replay := commit_or_replay(session, idempotent)) is not None:
+        return replay  # the same key and body, committed first by a concurrent request
     try:
         enqueue_job(job.id, job.kind)
     except Exception as exc:  # the broker is away: take the job back rather than leave it stranded
         jobs.delete_job(session, job.id)
+        if idempotent is not None:
+            idempotent.forget()
         session.commit()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the job queue is unavailable") from exc
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return present_job(job, session, client)
+    response.headers["Location"] = location
+    return answer
 
 
 @router.get("", response_model=JobPage)

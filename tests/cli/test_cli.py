@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import socketserver
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -323,3 +325,22 @@ def test_client_sends_the_api_key_when_one_is_set(stack, monkeypatch):
         proxy.close()
     assert b"\r\nAuthorization: Bearer k-123\r\n" in proxy.sent
     assert refused.value.status_code == 401  # not a key the server knows
+
+
+def test_a_submit_whose_answer_is_lost_is_sent_again_and_queued_once(stack):
+    proxy = CuttingProxy(stack.port, cuts=1, after=0)  # the first answer never arrives
+    name = f"lost-answer-{time.monotonic_ns()}"
+    try:
+        with TrainyardClient(proxy.url) as client:
+            job = client.submit(lenet_spec(name=name, training=training(epochs=1)))
+    finally:
+        proxy.close()
+    assert proxy.connections == 2
+    keys = re.findall(rb"\r\nIdempotency-Key: ([^\r]+)\r\n", bytes(proxy.sent), flags=re.IGNORECASE)
+    assert len(keys) == 2 and keys[0] == keys[1]
+    named = [
+        j["id"]
+        for j in stack.http.get("/v1/jobs", params={"limit": 100}).json()["items"]
+        if j["name"] == name
+    ]
+    assert named == [job["id"]]
