@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -22,9 +23,10 @@ def redis_server(tmp_path_factory) -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards; skipped with the reason when none answers."""
+@contextmanager
+def scratch_postgres(prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database, dropped afterwards (even if a test closed it to connections); the test
+    is skipped with the reason when no server answers."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -34,13 +36,23 @@ def postgres_url() -> Iterator[str]:
             conn.execute(text("SELECT 1"))
     except Exception as exc:
         pytest.skip(f"no PostgreSQL reachable at {POSTGRES_ADMIN_URL}: {type(exc).__name__}")
-    name = f"trainyard_test_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for the session's PostgreSQL stack."""
+    with scratch_postgres("trainyard_test") as url:
+        yield url
 
 
 def _stack(tmp_path_factory, name: str, database_url: str | None, redis_url: str, workers: int) -> LiveStack:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import current_tenant
+from api.body_limit import read_body
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.limits import PageSize
 from api.schemas import UtcModel
@@ -64,7 +65,7 @@ async def upload_dataset(
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"send the .npz as {' or '.join(NPZ_TYPES)}"
         )
-    body = await _read_body(request, settings.max_upload_bytes)
+    body = await read_body(request, settings.max_upload_bytes)
     # Checking and saving take CPU and disk time: off the event loop.
     return await run_in_threadpool(_store, body, name, tenant, settings)
 
@@ -83,19 +84,6 @@ def _store(body: bytes, name: str, tenant: str, settings: Settings) -> DatasetOu
         )
         session.commit()
         return DatasetOut.of(dataset)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 once it passes `limit`: never more than `limit` bytes are kept."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the body is over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        if len(body) + len(chunk) > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the body is over {limit} bytes")
-        body += chunk
-    return bytes(body)
 
 
 @router.get("", response_model=DatasetList)

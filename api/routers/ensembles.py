@@ -14,6 +14,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import current_tenant
+from api.body_limit import read_body
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.idempotency import IdempotencyKeyHeader, Idempotent, commit_or_replay
 from api.limits import PageSize, ensemble_limit_errors
@@ -145,7 +146,7 @@ async def predict(
     ensemble_id: str, request: Request, settings: SettingsDep, tenant: TenantDep
 ) -> PredictionOut:
     """Probabilities and labels of the ensemble for raw inputs, preprocessed as in training."""
-    body = await _read_body(request, settings.max_predict_bytes)
+    body = await read_body(request, settings.max_predict_bytes)
     inputs = _parse_inputs(body, request.headers.get("content-type", "application/json"))
     if len(inputs) > settings.max_predict_batch:
         raise HTTPException(
@@ -154,20 +155,6 @@ async def predict(
         )
     # Loading members and running the networks block: off the event loop.
     return await run_in_threadpool(_predict, ensemble_id, inputs, settings, tenant)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `limit` bytes, declared or chunked."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"the body is over {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"the body is over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse_inputs(body: bytes, content_type: str) -> np.ndarray:

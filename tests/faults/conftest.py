@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import scratch_postgres
 from tests.live_stack import TEST_SETTINGS, LiveStack
 from trainyard.services import RedisServer, start_private_redis
 
@@ -72,20 +71,5 @@ def api_on(tmp_path: Path, fault_redis: RedisServer) -> Iterator[Callable[[str],
 @pytest.fixture
 def private_postgres() -> Iterator[str]:
     """A PostgreSQL database of this test's own, which it may make unreachable; skipped without a server."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        pytest.skip(f"no PostgreSQL reachable at {POSTGRES_ADMIN_URL}: {type(exc).__name__}")
-    name = f"trainyard_fault_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres("trainyard_fault") as url:
+        yield url
