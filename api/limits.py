@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from models.cnn import ModelSummary
 from models.spec import JobSpec
-from store import jobs
+from store import egress, jobs
 from store.settings import Settings, get_settings
 from store.tables import Job
 
@@ -59,6 +59,15 @@ def job_limit_errors(spec: JobSpec, summary: ModelSummary, settings: Settings) -
         ),
     ]
     return [_over(*check) for check in checks if check[1] > check[2]]
+
+
+def notify_url_errors(spec: JobSpec, settings: Settings) -> list[dict[str, Any]]:
+    """A notify_url the worker may not POST to (a private address: store/egress.py), as a 422."""
+    url = str(spec.notify_url) if spec.notify_url else None
+    refused = url and egress.refusal(url, allow_private=settings.webhook_allow_private, resolve=False)
+    if not refused:
+        return []
+    return [{"type": "value_error", "loc": ("body", "notify_url"), "msg": refused, "input": url}]
 
 
 def ensemble_limit_errors(members: int, settings: Settings) -> list[dict[str, Any]]:

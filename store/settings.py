@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(5, ge=1, description="attempts before a delivery is failed")
     webhook_backoff_s: float = Field(1.0, gt=0, description="wait before the first retry; doubles after")
     webhook_backoff_max_s: float = Field(600.0, gt=0, description="longest wait between two attempts")
+    webhook_allow_private: bool = Field(
+        False, description="let notify_url reach loopback, private and link-local addresses (store/egress.py)"
+    )
 
     @model_validator(mode="after")
     def _data_dir_under_home(self) -> Settings:

@@ -24,6 +24,7 @@ TEST_SETTINGS = {
     "TRAINYARD_DEVICE": "cpu",
     "TRAINYARD_SSE_HEARTBEAT_S": "1",
     "TRAINYARD_WEBHOOK_BACKOFF_S": "0.2",
+    "TRAINYARD_WEBHOOK_ALLOW_PRIVATE": "true",  # the tests' receivers listen on 127.0.0.1
     "TRAINYARD_MAX_UPLOAD_BYTES": str(8 * 2**20),  # so a test can pass it cheaply
 }
 CLI = [sys.executable, "-m", "trainyard.cli"]

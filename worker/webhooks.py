@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import httpx
 from sqlalchemy.orm import Session
 
-from store import webhooks
+from store import egress, webhooks
 from store.db import session_scope
 from store.settings import Settings, get_settings
 from store.webhooks import Attempt
@@ -110,7 +110,10 @@ def send(attempt: Attempt, settings: Settings) -> str:
     }
     status_code, error = None, None
     started = time.perf_counter()
+    refused = egress.refusal(attempt.url, allow_private=settings.webhook_allow_private, resolve=True)
     try:
+        if refused:
+            raise PermissionError(refused)  # recorded as this attempt's outcome, as any failure
         # Streamed and never read: a receiver's answer is its status code, whatever body it sends.
         # Redirects are not followed: a 3xx is a failed attempt, like any answer but a 2xx.
         with httpx.stream(

@@ -14,7 +14,7 @@ from api.deps import RedisDep, SessionDep, SettingsDep, TenantDep
 from api.downsample import downsample_curve
 from api.idempotency import IdempotencyKeyHeader, Idempotent, commit_or_replay
 from api.job_cache import Answer, get_job_answers
-from api.limits import PageSize, job_limit_errors, refuse_over_active_jobs
+from api.limits import PageSize, job_limit_errors, notify_url_errors, refuse_over_active_jobs
 from api.schemas import CurveOut, JobOut, JobPage, MemberOut, Progress
 from models.cnn import inspect_model
 from models.datasets import ensure_available
@@ -104,7 +104,7 @@ def submit_job(
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", *exc.loc), "msg": exc.message, "input": None}]
         ) from exc
-    if errors := job_limit_errors(spec, summary, settings):
+    if errors := job_limit_errors(spec, summary, settings) + notify_url_errors(spec, settings):
         raise RequestValidationError(errors)
     refuse_over_active_jobs(session, tenant, spec, settings)
     job = jobs.create_job(session, spec, summary=asdict(summary), tenant=tenant)

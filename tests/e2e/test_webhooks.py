@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import threading
 import time
 import uuid
@@ -15,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.factories import lenet_spec, training
+from tests.live_stack import TEST_SETTINGS, LiveStack
+from trainyard.services import start_private_redis
 
 
 @dataclass(frozen=True)
@@ -176,3 +180,46 @@ def test_a_bad_notify_url_is_refused(stack, url):
 
 def test_webhooks_of_an_unknown_job_are_404(stack):
     assert stack.http.get("/v1/jobs/nope/webhooks").status_code == 404
+
+
+@pytest.fixture(scope="module")
+def strict_stack(tmp_path_factory) -> Iterator[LiveStack]:
+    """API and worker with the production default: webhooks to public addresses only."""
+    home = tmp_path_factory.mktemp("strict-webhooks")
+    server = start_private_redis(home / "redis")
+    settings = TEST_SETTINGS | {"TRAINYARD_WEBHOOK_ALLOW_PRIVATE": "false"}
+    live = LiveStack(home, f"sqlite:///{home / 'trainyard.db'}", server.url, settings=settings)
+    live.start_api()
+    live.start_worker()
+    yield live
+    live.stop()
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9/hook", "http://169.254.169.254/latest/meta-data/", "http://localhost/x"]
+)
+def test_a_notify_url_into_the_private_network_is_refused_at_submission(strict_stack, url):
+    queued = strict_stack.queued_messages()
+    response = strict_stack.http.post("/v1/jobs", json=lenet_spec(notify_url=url))
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "notify_url"] and "TRAINYARD_WEBHOOK_ALLOW_PRIVATE" in error["msg"]
+    assert strict_stack.queued_messages() == queued
+
+
+def test_a_name_that_resolves_into_the_private_network_is_refused_at_delivery(strict_stack):
+    host = socket.gethostname()  # a name the API lets through; it resolves to this machine's address
+    try:
+        resolved = {ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(host, 80)}
+    except socket.gaierror:
+        pytest.skip(f"{host} does not resolve here")
+    if all(address.is_global for address in resolved):
+        pytest.skip(f"{host} resolves to public addresses here")
+    spec = lenet_spec(training=training(epochs=1), notify_url=f"http://{host}:9/hook")
+    job = strict_stack.wait_finished(strict_stack.submit(spec)["id"])
+    assert job["status"] == "succeeded"
+    [delivery] = wait_delivered(strict_stack, job["id"])
+    assert delivery["status"] == "failed" and delivery["history"], delivery  # never sent, after its retries
+    assert all("is not a public address" in attempt["error"] for attempt in delivery["history"])
+    assert all(attempt["status_code"] is None for attempt in delivery["history"])
