@@ -32,8 +32,7 @@ def test_worker_reserves_the_gpus():
 
 def test_commands_are_real_cli_subcommands_with_valid_options():
     cli = typer.main.get_command(app)
-    commands = {name: s["command"] for name, s in SERVICES.items() if "command" in s}
-    assert {"api", "worker"} <= commands.keys()
+    commands = {name: SERVICES[name]["command"] for name in ("api", "worker")}
     for service, command in commands.items():
         argv = shlex.split(command) if isinstance(command, str) else list(command)
         assert argv[0] in SCRIPTS, f"{service}: {argv[0]} is not a console script"
@@ -54,3 +53,10 @@ def test_api_and_worker_share_the_artifacts_and_wait_for_healthy_services():
     for name in ("api", "redis", "postgres"):
         assert "healthcheck" in SERVICES[name], name
     assert "/healthz" in " ".join(SERVICES["api"]["healthcheck"]["test"])
+
+
+def test_redis_keeps_the_queue_and_curves_across_a_restart():
+    redis = SERVICES["redis"]
+    assert redis["command"][:3] == ["redis-server", "--appendonly", "yes"]
+    volume = redis["volumes"][0].split(":")
+    assert volume[1] == "/data" and volume[0] in COMPOSE["volumes"]
