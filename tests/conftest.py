@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,3 +92,17 @@ def api_only(tmp_path_factory) -> Iterator[LiveStack]:
     yield live
     live.stop()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def private_hostname() -> str:
+    """This machine's name, which resolves (through /etc/hosts) to a loopback or private address: a name
+    that only a lookup shows to lead into the private network. Skipped where it does not."""
+    host = socket.gethostname()
+    try:
+        resolved = {ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(host, 80)}
+    except socket.gaierror:
+        pytest.skip(f"{host} does not resolve here")
+    if all(address.is_global for address in resolved):
+        pytest.skip(f"{host} resolves to public addresses here")
+    return host

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 import sqlite3
+import subprocess
 
 import httpx
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 
 from models.datasets import raw_arrays
 from tests.factories import lenet_spec, training
+from tests.live_stack import CLI
 
 NPZ = {"content-type": "application/x-npz"}
 
@@ -136,10 +138,6 @@ def test_keys_are_kept_as_hashes_and_a_revoked_key_is_refused(stack):
         stored = db.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchall()
         everything = "\n".join(str(row) for row in db.execute("SELECT * FROM api_keys"))
     assert len(stored) == 1 and secret not in everything
-    import subprocess
-
-    from tests.live_stack import CLI
-
     subprocess.run([*CLI, "keys", "revoke", key_id], env=stack.env, check=True, capture_output=True)
     refused = httpx.get(f"{stack.url}/v1/jobs", headers={"Authorization": f"Bearer {key}"})
     assert refused.status_code == 401
