@@ -199,9 +199,14 @@ def requeue(session: Session, claim: Claim) -> bool:
     result = session.execute(
         update(Job)
         .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.attempt)
-        .values(status="queued", owner=None)
+        .values(status="queued", owner=None, handed_back=Job.handed_back + 1)
     )
     return result.rowcount == 1
+
+
+def used_attempts(job: Job) -> int:
+    """The attempts that count toward max_attempts: those lost or crashed, not those handed back."""
+    return job.attempts - job.handed_back
 
 
 def queued_jobs(session: Session) -> list[tuple[str, str]]:
@@ -221,12 +226,13 @@ def recover(session: Session, job: Job, max_attempts: int) -> str | None:
 
     Answers the new status, or None when another worker got there first.
     """
-    if job.attempts >= max_attempts:
+    if used_attempts(job) >= max_attempts:
         values = {
             "status": "failed",
             "finished_at": utcnow(),
             "owner": None,
-            "error": f"worker lost during attempt {job.attempts}; gave up after {max_attempts} attempts",
+            "error": f"worker lost during attempt {job.attempts}; gave up after {max_attempts} attempts"
+            + (f" ({job.handed_back} more handed back by workers shutting down)" if job.handed_back else ""),
         }
     else:
         values = {"status": "queued", "owner": None}

@@ -74,7 +74,7 @@ def claim_job(job_id: str, settings: Settings) -> Claim | None:
         if (
             job is not None
             and job.status == "running"
-            and job.attempts >= settings.max_attempts
+            and lifecycle.used_attempts(job) >= settings.max_attempts
             and lifecycle.is_lost(job, settings.lease_s)
         ):
             lifecycle.recover(session, job, settings.max_attempts)

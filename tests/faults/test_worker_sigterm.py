@@ -39,3 +39,25 @@ def test_sigterm_hands_the_job_back_and_the_next_worker_resumes(fault_stack, to)
     assert resumed and min(p["step"] for p in resumed) > steps_per_epoch  # from a checkpoint, not from 0
     steps = [p["step"] for p in curve if p["name"] == "train_loss"]
     assert steps == sorted(set(steps))  # one curve that continues, no step twice
+
+
+def test_a_handed_back_attempt_does_not_count_toward_max_attempts(fault_stack):
+    # The fault stack allows 2 attempts. A deploy (SIGTERM) and then a lost worker (SIGKILL) would use
+    # both if hand-backs counted, and the job would fail; a hand-back is not the job's fault.
+    stack = fault_stack
+    job = stack.submit(lenet_spec(training=training(epochs=5, batch_size=32)))
+
+    def past_an_epoch(attempt: int):
+        return lambda j: j["attempts"] == attempt and j["status"] == "running" and j["progress"]["epoch"] >= 1
+
+    stack.wait_for(job["id"], past_an_epoch(1), poll=0.02)
+    os.kill(stack.workers[-1].pid, signal.SIGTERM)
+    stack.workers[-1].wait(20)
+    stack.start_worker()
+    stack.wait_for(job["id"], past_an_epoch(2), poll=0.02)
+    stack.kill_worker(stack.workers[-1])
+    stack.start_worker()
+
+    job = stack.wait_finished(job["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 3
