@@ -185,6 +185,17 @@ class TrainyardClient:
             "POST", path, content=buffer.getvalue(), headers={"Content-Type": "application/x-npy"}
         )
 
+    # ---- datasets
+
+    def upload_dataset(self, npz: bytes, name: str) -> dict[str, Any]:
+        """Upload an .npz (x: N×C×H×W or N×H×W, y: labels); the stored dataset, whose id a spec names."""
+        headers = {"Content-Type": "application/x-npz"}
+        return self._request("POST", "/v1/datasets", params={"name": name}, content=npz, headers=headers)
+
+    def datasets(self, limit: int = 100) -> list[dict[str, Any]]:
+        """This tenant's uploads, newest first."""
+        return self._request("GET", "/v1/datasets", params={"limit": limit})["items"]
+
     # ---- plumbing
 
     def _create(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> Any:

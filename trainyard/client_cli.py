@@ -39,6 +39,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable JSON 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 ensemble_app = typer.Typer(no_args_is_help=True, help="Combine stored runs and predict with them.")
+dataset_app = typer.Typer(no_args_is_help=True, help="Upload your own data (.npz) and list it.")
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +47,7 @@ def register(app: typer.Typer) -> None:
     for command in (submit, jobs, logs, cancel):
         app.command(rich_help_panel=PANEL)(command)
     app.add_typer(ensemble_app, name="ensemble", rich_help_panel=PANEL)
+    app.add_typer(dataset_app, name="dataset", rich_help_panel=PANEL)
 
 
 def emit_json(document: Any) -> None:
@@ -447,3 +449,45 @@ def read_inputs(path: Path) -> np.ndarray:
         return np.asarray(values, dtype=np.float32)
     except (ValueError, TypeError):
         raise fail(f"{path}: the inputs must be an N×C×H×W array of numbers", 2) from None
+
+
+# ---------------------------------------------------------------- datasets
+
+
+@dataset_app.command("upload")
+def upload_dataset(
+    npz_file: Annotated[Path, typer.Argument(metavar="FILE.npz", help="x (N×C×H×W or N×H×W) and y (labels)")],
+    name: Annotated[str | None, typer.Option(help="a label for it (default: the file's name)")] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+) -> None:
+    """Upload an .npz; prints its id as the last word (a spec names it: {"name": "upload", "id": ...})."""
+    try:
+        content = npz_file.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {npz_file}: {exc.strerror}", 2) from None
+    with api_client(url) as client:
+        dataset = client.upload_dataset(content, name or npz_file.stem)
+    if as_json:
+        emit_json(dataset)
+        return
+    shape = "×".join(map(str, dataset["input_shape"]))
+    stdout.print(
+        Text(f"{dataset['name']}: {dataset['n']} samples of {shape}, {dataset['num_classes']} classes")
+    )
+    stdout.print(Text(f"dataset id: {dataset['id']}"))
+
+
+@dataset_app.command("list")
+def list_datasets(as_json: JsonOption = False, url: UrlOption = None) -> None:
+    """Your uploaded datasets, newest first."""
+    with api_client(url) as client:
+        items = client.datasets()
+    if as_json:
+        emit_json(items)
+        return
+    table = Table("id", "name", "samples", "shape", "classes", "uploaded", box=None, header_style="bold")
+    for d in items:
+        shape, uploaded = "×".join(map(str, d["input_shape"])), d["created_at"][:19].replace("T", " ")
+        table.add_row(d["id"], d["name"], str(d["n"]), shape, str(d["num_classes"]), uploaded)
+    print_table(table)

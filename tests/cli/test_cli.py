@@ -344,3 +344,25 @@ def test_a_submit_whose_answer_is_lost_is_sent_again_and_queued_once(stack):
         if j["name"] == name
     ]
     assert named == [job["id"]]
+
+
+def test_dataset_upload_prints_the_id_a_job_trains_on_and_list_shows_it(stack, tmp_path):
+    x, y = raw_arrays({"name": "digits"})
+    archive = tmp_path / "my-digits.npz"
+    np.savez_compressed(archive, x=x[:300], y=y[:300])
+    uploaded = trainyard(stack.url, "dataset", "upload", str(archive))
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert "my-digits: 300 samples of 1×8×8, 10 classes" in uploaded.stdout
+    dataset_id = uploaded.stdout.split()[-1]
+
+    listed = json_lines(trainyard(stack.url, "dataset", "list", "--json").stdout)[0]
+    assert dataset_id in [d["id"] for d in listed]
+    spec = lenet_spec(dataset={"name": "upload", "id": dataset_id}, training=training(epochs=1))
+    job = stack.wait_finished(stack.submit(spec)["id"])
+    assert job["status"] == "succeeded", job["error"]
+
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip")
+    refused = trainyard(stack.url, "dataset", "upload", str(broken))
+    assert refused.returncode == 2
+    assert "not a .npz (zip) archive" in refused.stderr and "Traceback" not in refused.stderr
