@@ -83,11 +83,7 @@ def _requeue_if_redis_restarted(last_run_id: str | None) -> str:
     from store.streams import get_redis
     from worker.recovery import requeue_queued_jobs
 
-    client = get_redis()
-    try:
-        run_id = client.info("server")["run_id"]
-    finally:
-        client.close()
+    run_id = get_redis().info("server")["run_id"]  # the process's shared client: left open
     if last_run_id is not None and run_id != last_run_id:
         log.warning("Redis restarted; queued jobs sent again: %s", requeue_queued_jobs())
     return run_id
