@@ -24,6 +24,10 @@ def test_up_trains_the_readme_example_and_stops_cleanly(tmp_path):
     ours = ("TRAINYARD_", "REDIS_URL", "DATABASE_URL")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env |= {"TRAINYARD_HOME": str(tmp_path / "var"), "PORT": str(port)}
+    # A key kept from an earlier database, which this one does not know: up makes a new one.
+    stale = "ty_0123456789abcdef_" + "x" * 43
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "api-key").write_text(stale + "\n")
     up = subprocess.Popen(
         [sys.executable, "-m", "trainyard.cli", "up"],
         env=env,
@@ -39,6 +43,7 @@ def test_up_trains_the_readme_example_and_stops_cleanly(tmp_path):
 
         dashboard = up.stdout.readline()
         key = (tmp_path / "var" / "api-key").read_text().strip()
+        assert key != stale
         assert dashboard.strip() == f"dashboard: http://127.0.0.1:{port}/?key={key}"
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers) as http:

@@ -60,14 +60,16 @@ def port_open(port: int) -> bool:
 
 
 def local_key(home: Path) -> str:
-    """The embedded stack's API key (tenant "default"): made at first start, kept in home/api-key."""
-    path = home / "api-key"
-    if path.is_file():
-        return path.read_text().strip()
+    """The embedded stack's API key (tenant "default"): made at first start, kept in home/api-key; made
+    again when the kept one no longer opens this database (a new DATABASE_URL, a deleted or revoked key)."""
     from store import keys
     from store.db import session_scope
 
+    path = home / "api-key"
     with session_scope() as session:
+        kept = path.read_text().strip() if path.is_file() else None
+        if kept and keys.tenant_of(session, kept) == "default":
+            return kept
         key = keys.create_key(session, "default", name="local key of trainyard up")
     path.touch(mode=0o600)
     path.write_text(key + "\n")
