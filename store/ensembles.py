@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from models.spec import SpecError
 from store.artifacts import load_checkpoint_model, load_weights, read_meta, read_shapes
+from store.states import EnsembleStatus
 from store.tables import Checkpoint, Ensemble, Run, new_id, utcnow
 
 
@@ -103,7 +104,7 @@ def create_ensemble(
         method=method,
         members=refs,
         job_id=job_id,
-        status="building",
+        status=EnsembleStatus.BUILDING,
         tenant=tenant,
     )
     session.add(ensemble)
@@ -132,9 +133,9 @@ def finish_ensemble(
     """Building ends once: ready with its evaluation, or failed with the reason."""
     result = session.execute(
         update(Ensemble)
-        .where(Ensemble.id == ensemble_id, Ensemble.status == "building")
+        .where(Ensemble.id == ensemble_id, Ensemble.status == EnsembleStatus.BUILDING)
         .values(
-            status="failed" if error else "ready",
+            status=EnsembleStatus.FAILED if error else EnsembleStatus.READY,
             evaluation=evaluation,
             weights_path=str(weights_path) if weights_path else None,
             error=error,

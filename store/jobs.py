@@ -12,19 +12,20 @@ from sqlalchemy.orm import Session
 
 from models.spec import JobSpec
 from store import webhooks
+from store.states import ACTIVE, JobKind, JobStatus
 from store.tables import CurvePoint, Job, Run, utcnow
 
 
 def create_job(session: Session, spec: JobSpec, summary: dict[str, Any], tenant: str = "default") -> Job:
-    """A job row; an ensemble job also gets one child "train" job per member, all queued together."""
+    """A job row; an ensemble job also gets one child TRAIN job per member, all queued together."""
     members = spec.ensemble.members
     job = Job(
         tenant=tenant,
         name=spec.display_name,
         spec=spec.model_dump(mode="json"),
         summary=summary,
-        status="queued",
-        kind="ensemble" if members > 1 else "train",
+        status=JobStatus.QUEUED,
+        kind=JobKind.ENSEMBLE if members > 1 else JobKind.TRAIN,
         progress={},
         metrics={},
     )
@@ -38,8 +39,8 @@ def create_job(session: Session, spec: JobSpec, summary: dict[str, Any], tenant:
                 name=member_spec.display_name,
                 spec=member_spec.model_dump(mode="json"),
                 summary=summary,
-                status="queued",
-                kind="train",
+                status=JobStatus.QUEUED,
+                kind=JobKind.TRAIN,
                 parent_id=job.id,
                 member=member,
                 progress={},
@@ -113,15 +114,16 @@ def cancel_jobs(session: Session, job_ids: list[str]) -> list[str]:
     """
     cancelled = session.scalars(
         update(Job)
-        .where(Job.id.in_(job_ids), Job.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+        .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=utcnow())
         .returning(Job.id)
     ).all()
     for job_id in cancelled:
         webhooks.job_ended(session, job_id)
-    running = list(session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "running")))
+    running_now = select(Job.id).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING)
+    running = list(session.scalars(running_now))
     session.execute(
-        update(Job).where(Job.id.in_(running), Job.status == "running").values(cancel_requested=True)
+        update(Job).where(Job.id.in_(running), Job.status == JobStatus.RUNNING).values(cancel_requested=True)
     )
     return running
 
@@ -132,7 +134,7 @@ def member_jobs(session: Session, job_id: str) -> list[Job]:
 
 def runs_of(session: Session, job: Job) -> list[Run]:
     """A job's trained models: its own run, or for an ensemble job its members' runs."""
-    if job.kind != "ensemble":
+    if job.kind != JobKind.ENSEMBLE:
         return list(job.runs)
     query = select(Run).join(Job, Run.job_id == Job.id).where(Job.parent_id == job.id).order_by(Job.member)
     return list(session.scalars(query))
@@ -155,8 +157,8 @@ def stored_points(session: Session, job_id: str) -> list[dict[str, Any]]:
 
 def count_active(session: Session, tenant: str) -> int:
     """Queued plus running trainings of a tenant: a job counts one, an ensemble job one per member."""
-    # Rows of kind "train" are the work a worker does; an ensemble job's own row only waits for them.
+    # Rows of kind TRAIN are the work a worker does; an ensemble job's own row only waits for them.
     query = select(func.count()).where(
-        Job.tenant == tenant, Job.kind == "train", Job.status.in_(("queued", "running"))
+        Job.tenant == tenant, Job.kind == JobKind.TRAIN, Job.status.in_(ACTIVE)
     )
     return session.scalar(query) or 0

@@ -16,7 +16,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from store import webhooks
-from store.tables import TERMINAL, Checkpoint, CurvePoint, Job, Run, utcnow
+from store.states import ACTIVE, TERMINAL, JobKind, JobStatus, StopReason
+from store.tables import Checkpoint, CurvePoint, Job, Run, utcnow
 
 
 def worker_identity() -> str:
@@ -66,9 +67,9 @@ def claim(session: Session, job_id: str, lease_s: float) -> Claim | None:
     job = session.get(Job, job_id)
     if job is None or job.cancel_requested:
         return None
-    if job.status == "running" and not is_lost(job, lease_s):
+    if job.status == JobStatus.RUNNING and not is_lost(job, lease_s):
         return None
-    if job.status not in ("queued", "running"):
+    if job.status not in ACTIVE:
         return None
     now = utcnow()
     attempt = job.attempts + 1  # read before the UPDATE, which also refreshes `job` in the session
@@ -76,7 +77,7 @@ def claim(session: Session, job_id: str, lease_s: float) -> Claim | None:
         update(Job)
         .where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts)
         .values(
-            status="running",
+            status=JobStatus.RUNNING,
             attempts=attempt,
             owner=worker_identity(),
             heartbeat_at=now,
@@ -89,17 +90,17 @@ def claim(session: Session, job_id: str, lease_s: float) -> Claim | None:
     return Claim(job_id=job_id, attempt=attempt, spec=job.spec, member=job.member)
 
 
-def heartbeat(session: Session, claim: Claim) -> str | None:
-    """Prove the attempt is alive; answers why it must stop ("cancelled", "lost"), or None."""
+def heartbeat(session: Session, claim: Claim) -> StopReason | None:
+    """Prove the attempt is alive; answers why it must stop (CANCELLED, LOST), or None."""
     result = session.execute(
         update(Job)
-        .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.attempt)
+        .where(Job.id == claim.job_id, Job.status == JobStatus.RUNNING, Job.attempts == claim.attempt)
         .values(heartbeat_at=utcnow())
     )
     if result.rowcount != 1:
-        return "lost"
+        return StopReason.LOST
     cancel = session.scalar(select(Job.cancel_requested).where(Job.id == claim.job_id))
-    return "cancelled" if cancel else None
+    return StopReason.CANCELLED if cancel else None
 
 
 def record_epoch(
@@ -112,7 +113,7 @@ def record_epoch(
 ) -> bool:
     result = session.execute(
         update(Job)
-        .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.attempt)
+        .where(Job.id == claim.job_id, Job.status == JobStatus.RUNNING, Job.attempts == claim.attempt)
         .values(progress=progress, metrics=metrics, heartbeat_at=utcnow())
     )
     if result.rowcount == 1 and checkpoint is not None:
@@ -164,31 +165,38 @@ def store_curve(session: Session, job_id: str, points: list[dict[str, Any]]) -> 
     )
 
 
-def finish(
-    session: Session,
-    claim: Claim,
-    *,
-    status: str,
-    curve: list[dict[str, Any]],
-    metrics: dict[str, Any] | None = None,
-    progress: dict[str, Any] | None = None,
-    error: str | None = None,
-    runs: list[Run] = (),
-) -> bool:
-    """End the attempt in a terminal state, with its runs and its curve, in one transaction."""
-    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error, "owner": None}
-    if metrics is not None:
-        values["metrics"] = metrics
-    if progress is not None:
-        values["progress"] = progress
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ends its job: a state it never leaves, and what goes with it."""
+
+    status: JobStatus
+    metrics: dict[str, Any] | None = None  # None: the job keeps the metrics of its last epoch
+    error: str | None = None
+    runs: tuple[Run, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.status.ended:
+            raise ValueError(f"an attempt ends its job in one of {sorted(TERMINAL)}, not {self.status}")
+
+
+def finish(session: Session, claim: Claim, outcome: Outcome, *, curve: list[dict[str, Any]]) -> bool:
+    """End the attempt in the outcome's terminal state, with its runs and its curve, in one transaction."""
+    values: dict[str, Any] = {
+        "status": outcome.status,
+        "finished_at": utcnow(),
+        "error": outcome.error,
+        "owner": None,
+    }
+    if outcome.metrics is not None:
+        values["metrics"] = outcome.metrics
     result = session.execute(
         update(Job)
-        .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.attempt)
+        .where(Job.id == claim.job_id, Job.status == JobStatus.RUNNING, Job.attempts == claim.attempt)
         .values(**values)
     )
     if result.rowcount != 1:
         return False
-    session.add_all(runs)
+    session.add_all(outcome.runs)
     store_curve(session, claim.job_id, curve)
     webhooks.job_ended(session, claim.job_id)
     return True
@@ -198,8 +206,8 @@ def requeue(session: Session, claim: Claim) -> bool:
     """Give a running attempt's job back to the queue at once (its worker is shutting down, warm)."""
     result = session.execute(
         update(Job)
-        .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.attempt)
-        .values(status="queued", owner=None, handed_back=Job.handed_back + 1)
+        .where(Job.id == claim.job_id, Job.status == JobStatus.RUNNING, Job.attempts == claim.attempt)
+        .values(status=JobStatus.QUEUED, owner=None, handed_back=Job.handed_back + 1)
     )
     return result.rowcount == 1
 
@@ -211,39 +219,39 @@ def used_attempts(job: Job) -> int:
 
 def queued_jobs(session: Session) -> list[tuple[str, str]]:
     """(id, kind) of every queued job, oldest first."""
-    query = select(Job.id, Job.kind).where(Job.status == "queued").order_by(Job.created_at)
+    query = select(Job.id, Job.kind).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
     return [(job_id, kind) for job_id, kind in session.execute(query)]
 
 
 def find_lost_jobs(session: Session, lease_s: float) -> list[Job]:
     # An ensemble job trains nothing itself and has no heartbeat: its members are the jobs that get lost.
-    running = session.scalars(select(Job).where(Job.status == "running", Job.kind == "train"))
+    running = session.scalars(select(Job).where(Job.status == JobStatus.RUNNING, Job.kind == JobKind.TRAIN))
     return [job for job in running if is_lost(job, lease_s)]
 
 
-def recover(session: Session, job: Job, max_attempts: int) -> str | None:
+def recover(session: Session, job: Job, max_attempts: int) -> JobStatus | None:
     """Put a lost job back in the queue, or fail it once it has used its attempts.
 
     Answers the new status, or None when another worker got there first.
     """
     if used_attempts(job) >= max_attempts:
         values = {
-            "status": "failed",
+            "status": JobStatus.FAILED,
             "finished_at": utcnow(),
             "owner": None,
             "error": f"worker lost during attempt {job.attempts}; gave up after {max_attempts} attempts"
             + (f" ({job.handed_back} more handed back by workers shutting down)" if job.handed_back else ""),
         }
     else:
-        values = {"status": "queued", "owner": None}
+        values = {"status": JobStatus.QUEUED, "owner": None}
     result = session.execute(
         update(Job)
-        .where(Job.id == job.id, Job.status == "running", Job.attempts == job.attempts)
+        .where(Job.id == job.id, Job.status == JobStatus.RUNNING, Job.attempts == job.attempts)
         .values(**values)
     )
     if result.rowcount != 1:
         return None
-    if values["status"] == "failed":
+    if values["status"] == JobStatus.FAILED:
         webhooks.job_ended(session, job.id)
     return values["status"]
 
@@ -258,18 +266,18 @@ def start_ensemble(session: Session, job_id: str, strategy: str) -> list[str] | 
     and picks up whichever members are still queued.
     """
     job = session.get(Job, job_id)
-    if job is None or job.status not in ("queued", "running") or job.cancel_requested:
+    if job is None or job.status not in ACTIVE or job.cancel_requested:
         return None
-    if job.status == "queued":
+    if job.status == JobStatus.QUEUED:
         now = utcnow()
         result = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "queued")
-            .values(status="running", strategy=strategy, attempts=Job.attempts + 1, started_at=now)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(status=JobStatus.RUNNING, strategy=strategy, attempts=Job.attempts + 1, started_at=now)
         )
         if result.rowcount != 1:
             return None
-    query = select(Job.id).where(Job.parent_id == job_id, Job.status == "queued").order_by(Job.member)
+    query = select(Job.id).where(Job.parent_id == job_id, Job.status == JobStatus.QUEUED).order_by(Job.member)
     return list(session.scalars(query))
 
 
@@ -283,7 +291,7 @@ def ensembles_to_finish(session: Session, quiet_s: float) -> list[str]:
     now = utcnow()
     cutoff = now - timedelta(seconds=quiet_s)
     parents = session.scalars(
-        select(Job).where(Job.kind == "ensemble", Job.status.in_(("queued", "running")))
+        select(Job).where(Job.kind == JobKind.ENSEMBLE, Job.status.in_(ACTIVE))
     ).all()
     ready = []
     for parent in parents:
@@ -310,11 +318,11 @@ def touch(session: Session, job_id: str) -> None:
 
 
 def end_ensemble_job(
-    session: Session, job_id: str, *, status: str, metrics: dict[str, Any], error: str | None = None
+    session: Session, job_id: str, *, status: JobStatus, metrics: dict[str, Any], error: str | None = None
 ) -> bool:
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+        .where(Job.id == job_id, Job.status.in_(ACTIVE))
         .values(status=status, metrics=metrics, error=error, finished_at=utcnow())
     )
     if result.rowcount != 1:

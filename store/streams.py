@@ -11,6 +11,7 @@ import redis
 import redis.asyncio
 
 from store.settings import get_settings
+from store.states import JobStatus
 
 # A finished job's stream is kept this long for live readers; SQL holds the curve for good.
 FINISHED_STREAM_TTL_S = 7 * 24 * 3600
@@ -84,7 +85,10 @@ STATUS_EVENT = "status"
 
 
 def status_fields(
-    status: str, attempt: int, progress: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None
+    status: JobStatus,
+    attempt: int,
+    progress: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     return {
         "event": STATUS_EVENT,

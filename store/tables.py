@@ -8,9 +8,11 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
-# A job in one of these states has ended for good.
-TERMINAL = ("succeeded", "failed", "cancelled")
+from store.states import TERMINAL, DeliveryStatus, EnsembleStatus, JobKind, JobStatus
+
+__all__ = ["TERMINAL"]  # a job in one of these states has ended for good (store/states.py)
 
 
 def utcnow() -> datetime:
@@ -19,6 +21,28 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+class StateColumn(TypeDecorator):
+    """A str enum in a VARCHAR(16): SQL holds the value, Python reads the member back.
+
+    Written by hand because sqlalchemy.Enum stores member names, not values, unless configured at length,
+    and would change the columns' types under the migrations. A value that is not a member (a typo in a
+    query or an assignment) raises ValueError instead of matching nothing.
+    """
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum: type) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else self.enum(value)
 
 
 class Base(DeclarativeBase):
@@ -30,7 +54,7 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(120))
-    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    status: Mapped[JobStatus] = mapped_column(StateColumn(JobStatus), index=True, default=JobStatus.QUEUED)
     spec: Mapped[dict[str, Any]]
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)  # params, FLOPs, shapes
     progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -46,9 +70,11 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
     owner: Mapped[str | None] = mapped_column(String(200))  # host:pid of the worker running it
-    # "train": one model trained by a worker. "ensemble": several members, each a child "train" job
+    # TRAIN: one model trained by a worker. ENSEMBLE: several members, each a child TRAIN job
     # (parent_id, member), and an ensemble built from them once all have finished.
-    kind: Mapped[str] = mapped_column(String(16), default="train", server_default="train")
+    kind: Mapped[JobKind] = mapped_column(
+        StateColumn(JobKind), default=JobKind.TRAIN, server_default=JobKind.TRAIN.value
+    )
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     member: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     strategy: Mapped[str | None] = mapped_column(String(16))  # how an ensemble's members were trained
@@ -88,7 +114,9 @@ class Ensemble(Base):
     # [{"run_id", "epoch" (a checkpoint snapshot) or null, "averaged": bool}], in the order given.
     members: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="building")  # building, ready, failed
+    status: Mapped[EnsembleStatus] = mapped_column(
+        StateColumn(EnsembleStatus), default=EnsembleStatus.BUILDING
+    )
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     weights_path: Mapped[str | None] = mapped_column(Text)  # method "weights": the averaged model
     error: Mapped[str | None] = mapped_column(Text)
@@ -137,7 +165,9 @@ class WebhookDelivery(Base):
     url: Mapped[str] = mapped_column(Text)
     event: Mapped[str] = mapped_column(String(32))  # job.succeeded, job.failed, job.cancelled
     payload: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, delivered, failed
+    status: Mapped[DeliveryStatus] = mapped_column(
+        StateColumn(DeliveryStatus), default=DeliveryStatus.PENDING
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # attempts claimed by a sender so far
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_status_code: Mapped[int | None] = mapped_column(Integer)

@@ -18,7 +18,8 @@ from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from store.queue import enqueue_webhook
-from store.tables import TERMINAL, Ensemble, Job, Run, WebhookAttempt, WebhookDelivery, utcnow
+from store.states import TERMINAL, DeliveryStatus, JobKind
+from store.tables import Ensemble, Job, Run, WebhookAttempt, WebhookDelivery, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def job_summary(session: Session, job: Job) -> dict[str, Any]:
         "finished_at": _iso(job.finished_at),
         "runs": [{"id": run.id, "member": run.member, "test_acc": run.test_acc} for run in runs],
     }
-    if job.kind == "ensemble":
+    if job.kind == JobKind.ENSEMBLE:
         summary["ensemble_id"] = session.scalar(select(Ensemble.id).where(Ensemble.job_id == job.id).limit(1))
     return summary
 
@@ -83,7 +84,7 @@ def job_ended(session: Session, job_id: str) -> WebhookDelivery | None:
         url=url,
         event=event_name,
         payload={"event": event_name, "job": job_summary(session, job)},
-        status="pending",
+        status=DeliveryStatus.PENDING,
         attempts=0,
         next_attempt_at=utcnow(),
     )
@@ -112,7 +113,10 @@ def due_deliveries(session: Session, limit: int, now: datetime | None = None) ->
     """Pending deliveries whose next attempt is due, longest waiting first."""
     query = (
         select(WebhookDelivery.id)
-        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= (now or utcnow()))
+        .where(
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            WebhookDelivery.next_attempt_at <= (now or utcnow()),
+        )
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
     )
@@ -129,18 +133,18 @@ def claim_attempt(
     """
     now = now or utcnow()
     delivery = session.get(WebhookDelivery, delivery_id)
-    if delivery is None or delivery.status != "pending":
+    if delivery is None or delivery.status != DeliveryStatus.PENDING:
         return None
     due_at = delivery.next_attempt_at
     if (due_at if due_at.tzinfo else due_at.replace(tzinfo=timezone.utc)) > now:
         return None
     seen = delivery.attempts
-    same_attempt = (WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending")
+    same_attempt = (WebhookDelivery.id == delivery_id, WebhookDelivery.status == DeliveryStatus.PENDING)
     if seen >= max_attempts:  # the sender of the last attempt died before it could record the outcome
         session.execute(
             update(WebhookDelivery)
             .where(*same_attempt, WebhookDelivery.attempts == seen)
-            .values(status="failed", last_error="the sender of the last attempt was lost")
+            .values(status=DeliveryStatus.FAILED, last_error="the sender of the last attempt was lost")
         )
         return None
     attempt = Attempt(delivery_id, seen + 1, delivery.url, delivery.event, delivery.payload)
@@ -161,7 +165,7 @@ def record_attempt(
     duration_ms: float,
     max_attempts: int,
     retry_in_s: float,
-) -> str:
+) -> DeliveryStatus:
     """Store what the receiver answered and what follows: delivered, failed, or a retry after `retry_in_s`."""
     now = utcnow()
     session.add(
@@ -174,18 +178,17 @@ def record_attempt(
             duration_ms=duration_ms,
         )
     )
-    pending = (WebhookDelivery.id == attempt.delivery_id, WebhookDelivery.status == "pending")
+    pending = (WebhookDelivery.id == attempt.delivery_id, WebhookDelivery.status == DeliveryStatus.PENDING)
     outcome = {"last_status_code": status_code, "last_error": error}
     if status_code is not None and 200 <= status_code < 300:
         # Delivered even if a later attempt has been claimed meanwhile (this one outlived its lease).
-        session.execute(
-            update(WebhookDelivery).where(*pending).values(status="delivered", delivered_at=now, **outcome)
-        )
-        return "delivered"
+        delivered = {"status": DeliveryStatus.DELIVERED, "delivered_at": now}
+        session.execute(update(WebhookDelivery).where(*pending).values(**delivered, **outcome))
+        return DeliveryStatus.DELIVERED
     if attempt.number >= max_attempts:
-        status, values = "failed", {"status": "failed"}
+        status, values = DeliveryStatus.FAILED, {"status": DeliveryStatus.FAILED}
     else:
-        status, values = "pending", {"next_attempt_at": now + timedelta(seconds=retry_in_s)}
+        status, values = DeliveryStatus.PENDING, {"next_attempt_at": now + timedelta(seconds=retry_in_s)}
     # Only while no later attempt has been claimed: that one's outcome is newer than this one's.
     session.execute(
         update(WebhookDelivery)

@@ -16,13 +16,14 @@ from store import ensembles
 from store.artifacts import save_weights
 from store.db import session_scope
 from store.settings import get_settings
+from store.states import EnsembleStatus
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class BuildOutcome:
-    status: str  # ready or failed
+    status: EnsembleStatus  # READY or FAILED
     evaluation: dict[str, Any] | None
     error: str | None
 
@@ -37,8 +38,8 @@ def build_ensemble(ensemble_id: str) -> BuildOutcome:
     with session_scope() as session:
         ensemble = ensembles.get_ensemble(session, ensemble_id)
         if ensemble is None:
-            return BuildOutcome("failed", None, f"ensemble {ensemble_id} not found")
-        if ensemble.status != "building":
+            return BuildOutcome(EnsembleStatus.FAILED, None, f"ensemble {ensemble_id} not found")
+        if ensemble.status != EnsembleStatus.BUILDING:
             return BuildOutcome(ensemble.status, ensemble.evaluation, ensemble.error)
         method, refs = ensemble.method, ensemble.members
     evaluation, weights_path, error = None, None, None

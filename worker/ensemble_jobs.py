@@ -1,6 +1,6 @@
 """Ensemble jobs: choose how the members train, train them (or fan them out), then build the ensemble.
 
-An ensemble job is a parent row with one child "train" job per member. Whatever the strategy, each member
+An ensemble job is a parent row with one child TRAIN job per member. Whatever the strategy, each member
 is claimed, heartbeats, checkpoints and ends as its own job, so a lost worker's members are recovered one
 by one like any job, and one strategy's checkpoints resume under another.
 """
@@ -19,7 +19,8 @@ from models.spec import JobSpec
 from store import ensembles, jobs, lifecycle, streams
 from store.db import session_scope
 from store.settings import get_settings
-from store.tables import TERMINAL, Job
+from store.states import TERMINAL, EnsembleStatus, JobStatus
+from store.tables import Job
 from worker.ensemble_build import build_ensemble
 from worker.reporting import JobReporter
 from worker.run_job import (
@@ -57,7 +58,7 @@ def run_ensemble_job(job_id: str, fan_out: Callable[[list[str]], None]) -> str |
     except Exception as exc:  # a bug or an unusable spec: the job fails with the reason, not stays queued
         log.error("ensemble job %s failed:\n%s", job_id, traceback.format_exc())
         cancel_members(job_id)
-        return _end(job_id, "failed", {}, f"{type(exc).__name__}: {exc}")
+        return _end(job_id, JobStatus.FAILED, {}, f"{type(exc).__name__}: {exc}")
     return finish_ensemble_job(job_id)
 
 
@@ -104,7 +105,7 @@ def train_vectorized(spec: JobSpec, member_ids: list[str]) -> None:
         splits = load_splits(spec.dataset, spec.model, data_dir=settings.data_dir)
         reporters = [JobReporter(claim, client, settings) for claim in claims]
         for reporter in reporters:
-            reporter.announce("running")
+            reporter.announce(JobStatus.RUNNING)
         results = train_members(
             spec,
             splits,
@@ -134,7 +135,7 @@ def cancel_members(job_id: str) -> None:
         streams.request_cancel(client, member_id, ttl_s=get_settings().visibility_timeout)
 
 
-def finish_ensemble_job(job_id: str) -> str | None:
+def finish_ensemble_job(job_id: str) -> JobStatus | None:
     """Once every member has ended: build and evaluate the ensemble, and end the job. Safe to repeat."""
     with session_scope() as session:
         job = session.get(Job, job_id)
@@ -144,15 +145,15 @@ def finish_ensemble_job(job_id: str) -> str | None:
         if any(member.status not in TERMINAL for member in members):
             return None  # the chord fired early (a duplicate delivery); the last member's end fires it again
         lifecycle.touch(session, job_id)
-        failed = [member for member in members if member.status == "failed"]
-        cancelled = [member for member in members if member.status == "cancelled"]
+        failed = [member for member in members if member.status == JobStatus.FAILED]
+        cancelled = [member for member in members if member.status == JobStatus.CANCELLED]
         refs = [ensembles.member_ref(run.id) for run in jobs.runs_of(session, job)]
         name, tenant = job.name, job.tenant
     if failed:
         error = "; ".join(f"member {m.member} failed: {m.error}" for m in failed)
-        return _end(job_id, "failed", {}, error)
+        return _end(job_id, JobStatus.FAILED, {}, error)
     if cancelled:
-        return _end(job_id, "cancelled", {}, None)
+        return _end(job_id, JobStatus.CANCELLED, {}, None)
 
     # The ensemble's id is the job's: two finishers racing create it once.
     try:
@@ -170,17 +171,17 @@ def finish_ensemble_job(job_id: str) -> str | None:
     except IntegrityError:
         pass
     ensemble = build_ensemble(job_id)
-    if ensemble.status != "ready":
-        return _end(job_id, "failed", {}, f"building the ensemble failed: {ensemble.error}")
+    if ensemble.status != EnsembleStatus.READY:
+        return _end(job_id, JobStatus.FAILED, {}, f"building the ensemble failed: {ensemble.error}")
     evaluation = ensemble.evaluation
     metrics = {"test_acc": evaluation["ensemble_accuracy"]} | {
         key: evaluation[key]
         for key in ("ensemble_accuracy", "mean_member_accuracy", "gain", "ensemble_nll", "member_accuracies")
     }
-    return _end(job_id, "succeeded", metrics, None)
+    return _end(job_id, JobStatus.SUCCEEDED, metrics, None)
 
 
-def _end(job_id: str, status: str, metrics: dict, error: str | None) -> str | None:
+def _end(job_id: str, status: JobStatus, metrics: dict, error: str | None) -> JobStatus | None:
     with session_scope() as session:
         ended = lifecycle.end_ensemble_job(session, job_id, status=status, metrics=metrics, error=error)
     log.info("ensemble job %s: %s%s", job_id, status, f" ({error})" if error else "")

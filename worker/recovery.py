@@ -9,6 +9,7 @@ from store import lifecycle
 from store.db import session_scope
 from store.queue import enqueue_finish_ensemble, enqueue_job, enqueue_training
 from store.settings import Settings
+from store.states import JobStatus
 from worker.webhooks import send_due_webhooks
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def recover_lost_jobs(settings: Settings) -> list[str]:
             status = lifecycle.recover(session, job, settings.max_attempts)
             if status:
                 log.warning("job %s: worker lost during attempt %d; now %s", job.id, job.attempts, status)
-            if status == "queued":
+            if status == JobStatus.QUEUED:
                 requeued.append(job.id)
     for job_id in requeued:
         enqueue_training(job_id)

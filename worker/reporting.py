@@ -13,6 +13,7 @@ from store.artifacts import TrainingState, job_dir, save_checkpoint
 from store.db import session_scope
 from store.lifecycle import Claim
 from store.settings import Settings, get_settings
+from store.states import JobStatus, StopReason
 from store.tables import Checkpoint
 from worker import shutdown
 
@@ -27,19 +28,19 @@ class JobReporter:
         self.last_heartbeat = time.monotonic()
         self.dropped_points = 0
 
-    def announce(self, status: str) -> None:
+    def announce(self, status: JobStatus) -> None:
         """Tell the job's followers that this attempt has started (the end is announced by end_attempt)."""
         announce_status(self.client, self.claim.job_id, streams.status_fields(status, self.claim.attempt))
 
     def report(
         self, points: list[streams.Point], progress: dict[str, float], status: dict[str, str] | None = None
-    ) -> str | None:
+    ) -> StopReason | None:
         if shutdown.requested():  # the worker is shutting down (SIGTERM): give the job back now
-            return "shutdown"
+            return StopReason.SHUTDOWN
         try:
             maxlen = self.settings.stream_maxlen
             if streams.publish(self.client, self.claim.job_id, points, progress, maxlen, status):
-                return "cancelled"
+                return StopReason.CANCELLED
         except redis.RedisError as exc:
             # Redis being away must not kill a training run: the curve gets a gap, and says so.
             self.dropped_points += len(points)
@@ -48,14 +49,14 @@ class JobReporter:
             return self._heartbeat()
         return None
 
-    def _heartbeat(self) -> str | None:
+    def _heartbeat(self) -> StopReason | None:
         self.last_heartbeat = time.monotonic()
         with session_scope() as session:
             return lifecycle.heartbeat(session, self.claim)
 
     def epoch_end(
         self, state: TrainingState, metrics: dict[str, float], progress: dict[str, float]
-    ) -> str | None:
+    ) -> StopReason | None:
         path = (
             job_dir(self.settings.artifacts_dir, self.claim.job_id)
             # Named by attempt too: a lost attempt that has not noticed yet never overwrites its successor's.
@@ -66,7 +67,7 @@ class JobReporter:
             streams.Point(state.step, float(state.epoch), name, metrics[name], self.claim.attempt)
             for name in ("val_loss", "val_acc")
         ]
-        status = streams.status_fields("running", self.claim.attempt, progress, metrics)
+        status = streams.status_fields(JobStatus.RUNNING, self.claim.attempt, progress, metrics)
         reason = self.report(epoch_points, progress, status)
         checkpoint = Checkpoint(job_id=self.claim.job_id, epoch=state.epoch, step=state.step, path=str(path))
         job_metrics = metrics | ({"dropped_points": self.dropped_points} if self.dropped_points else {})
@@ -81,7 +82,7 @@ class JobReporter:
             )
         for stale_path in stale:
             Path(stale_path).unlink(missing_ok=True)
-        return reason or (None if owned else "lost")
+        return reason or (None if owned else StopReason.LOST)
 
 
 def announce_status(client: redis.Redis, job_id: str, status: dict[str, str]) -> None:

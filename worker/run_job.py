@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ from models.spec import JobSpec
 from store import lifecycle, streams
 from store.artifacts import TrainingState, job_dir, load_checkpoint, save_weights
 from store.db import session_scope
-from store.lifecycle import Claim
+from store.lifecycle import Claim, Outcome
 from store.queue import enqueue_training
 from store.settings import Settings, get_settings
+from store.states import JobStatus, StopReason
 from store.tables import Job, Run
 from worker.reporting import JobReporter, announce_status
 from worker.training import Diverged, Stopped, TrainResult, pick_device, train
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 CURVE_WAIT_S = 30.0  # Redis away as an attempt ends: how long its curve is waited for
 
 
-def run_job(job_id: str) -> str | None:
+def run_job(job_id: str) -> JobStatus | None:
     """Answers the job's new status, or None when this delivery had nothing to do."""
     settings = get_settings()
     claim = claim_job(job_id, settings)
@@ -37,13 +39,13 @@ def run_job(job_id: str) -> str | None:
     return train_claimed(claim)
 
 
-def train_claimed(claim: Claim) -> str | None:
-    """Train a claimed attempt to its end: succeeded, failed, cancelled, or lost (None)."""
+def train_claimed(claim: Claim) -> JobStatus | None:
+    """Train a claimed attempt to its end: succeeded, failed, cancelled, handed back or lost (None)."""
     settings = get_settings()
     client = streams.get_redis()
     spec = JobSpec.model_validate(claim.spec)
     reporter = JobReporter(claim, client, settings)
-    reporter.announce("running")
+    reporter.announce(JobStatus.RUNNING)
     try:
         # Inside the try: an unreadable checkpoint fails the job with its reason, not as a lost worker.
         resume = resume_state(claim)
@@ -60,9 +62,9 @@ def train_claimed(claim: Claim) -> str | None:
     except Exception as exc:
         outcome = failure_outcome(claim, exc)
     else:
-        outcome = success_outcome(claim, spec, splits, result, settings)
-        if reporter.dropped_points:  # Redis was away for a while: the curve has a gap, and says how big
-            outcome["metrics"] = outcome["metrics"] | {"dropped_points": reporter.dropped_points}
+        # Redis away for a while leaves a gap in the curve, and the metrics say how big.
+        dropped = {"dropped_points": reporter.dropped_points} if reporter.dropped_points else {}
+        outcome = success_outcome(claim, spec, splits, result, settings, extra_metrics=dropped)
     return end_attempt(claim, client, outcome)
 
 
@@ -73,7 +75,7 @@ def claim_job(job_id: str, settings: Settings) -> Claim | None:
         job = session.get(Job, job_id)
         if (
             job is not None
-            and job.status == "running"
+            and job.status == JobStatus.RUNNING
             and lifecycle.used_attempts(job) >= settings.max_attempts
             and lifecycle.is_lost(job, settings.lease_s)
         ):
@@ -96,27 +98,26 @@ def resume_state(claim: Claim) -> TrainingState | None:
     return resume
 
 
-def failure_outcome(claim: Claim, exc: Exception) -> dict[str, Any] | None:
-    """How an attempt that raised ends; None when it lost its lease (another worker owns the job now)."""
+def failure_outcome(claim: Claim, exc: Exception) -> Outcome | StopReason:
+    """How an attempt that raised ends: an Outcome that ends the job, or the reason it stopped without
+    ending it (SHUTDOWN: its worker hands it back; LOST: another worker owns it now)."""
     if isinstance(exc, Stopped):
-        if exc.reason == "shutdown":
-            return {"status": "queued"}  # handed back: see end_attempt
-        if exc.reason == "lost":
-            log.warning(
-                "job %s: attempt %d lost its lease; another worker owns it", claim.job_id, claim.attempt
-            )
-            return None
-        return {"status": "cancelled"}
+        return Outcome(JobStatus.CANCELLED) if exc.reason == StopReason.CANCELLED else StopReason(exc.reason)
     if isinstance(exc, Diverged):
-        return {"status": "failed", "error": str(exc)}
+        return Outcome(JobStatus.FAILED, error=str(exc))
     # A bug or bad data: the job fails with the reason, the worker lives on.
     log.error("job %s failed:\n%s", claim.job_id, "".join(traceback.format_exception(exc)))
-    return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    return Outcome(JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
 
 
 def success_outcome(
-    claim: Claim, spec: JobSpec, splits: Splits, result: TrainResult, settings: Settings
-) -> dict[str, Any]:
+    claim: Claim,
+    spec: JobSpec,
+    splits: Splits,
+    result: TrainResult,
+    settings: Settings,
+    extra_metrics: dict[str, Any] | None = None,
+) -> Outcome:
     """Store the trained weights (and the averaged ones, if kept) and describe the run."""
     directory = job_dir(settings.artifacts_dir, claim.job_id)
     info = rebuild_info(spec, splits, claim.job_id, member=claim.member)
@@ -136,32 +137,34 @@ def success_outcome(
         weights_path=str(weights),
         averaged_weights_path=str(averaged) if averaged else None,
     )
-    return {"status": "succeeded", "metrics": result.metrics, "runs": [run]}
+    return Outcome(JobStatus.SUCCEEDED, metrics=result.metrics | (extra_metrics or {}), runs=(run,))
 
 
-def end_attempt(claim: Claim, client: redis.Redis, outcome: dict[str, Any] | None) -> str | None:
-    """Write the outcome and the curve in one transaction; answers the status, or None if it was not ours."""
-    if outcome is None:
-        return None
-    if outcome["status"] == "queued":
+def end_attempt(claim: Claim, client: redis.Redis, outcome: Outcome | StopReason) -> JobStatus | None:
+    """Write the outcome and the curve in one transaction, or hand the job back; answers the job's status,
+    or None if it was not ours."""
+    if outcome == StopReason.SHUTDOWN:
         return hand_back(claim, client)
+    if outcome == StopReason.LOST:
+        log.warning("job %s: attempt %d lost its lease; another worker owns it", claim.job_id, claim.attempt)
+        return None
     curve = read_final_curve(claim, client)
     if curve is None:  # Redis did not come back: the job ends all the same, saying its curve is lost
         curve = []
-        if outcome.get("metrics") is not None:
-            outcome["metrics"] = outcome["metrics"] | {"curve_lost": True}
+        if outcome.metrics is not None:
+            outcome = replace(outcome, metrics=outcome.metrics | {"curve_lost": True})
     with session_scope() as session:
-        finished = lifecycle.finish(session, claim, curve=curve, **outcome)
+        finished = lifecycle.finish(session, claim, outcome, curve=curve)
     try:
         if finished:
-            progress = outcome.get("progress") or streams.read_progress(client, claim.job_id)
-            status = streams.status_fields(outcome["status"], claim.attempt, progress, outcome.get("metrics"))
+            progress = streams.read_progress(client, claim.job_id)
+            status = streams.status_fields(outcome.status, claim.attempt, progress, outcome.metrics)
             announce_status(client, claim.job_id, status)
         streams.expire_job_keys(client, claim.job_id)
     except redis.RedisError as exc:  # followers read the outcome from SQL; the keys expire another time
         log.warning("job %s: Redis away after the job ended: %s", claim.job_id, exc)
-    log.info("job %s: %s", claim.job_id, outcome["status"] if finished else "lost before it could finish")
-    return outcome["status"] if finished else None
+    log.info("job %s: %s", claim.job_id, outcome.status if finished else "lost before it could finish")
+    return outcome.status if finished else None
 
 
 def read_final_curve(claim: Claim, client: redis.Redis) -> list[dict[str, Any]] | None:
@@ -183,7 +186,7 @@ def read_final_curve(claim: Claim, client: redis.Redis) -> list[dict[str, Any]] 
         time.sleep(0.5)
 
 
-def hand_back(claim: Claim, client: redis.Redis) -> str | None:
+def hand_back(claim: Claim, client: redis.Redis) -> JobStatus | None:
     """Its worker is shutting down: the job goes back to the queue now, not after its lease, and the next
     attempt resumes from the last checkpoint. Its curve stays in Redis for that attempt to continue."""
     with session_scope() as session:
@@ -191,9 +194,9 @@ def hand_back(claim: Claim, client: redis.Redis) -> str | None:
     if not requeued:
         return None
     enqueue_training(claim.job_id)
-    announce_status(client, claim.job_id, streams.status_fields("queued", claim.attempt))
+    announce_status(client, claim.job_id, streams.status_fields(JobStatus.QUEUED, claim.attempt))
     log.warning("job %s: worker shutting down; attempt %d handed back", claim.job_id, claim.attempt)
-    return "queued"
+    return JobStatus.QUEUED
 
 
 def rebuild_info(spec: JobSpec, splits, job_id: str, member: int) -> dict:

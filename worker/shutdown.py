@@ -20,7 +20,7 @@ def requested() -> bool:
 def handing_back_on_sigterm() -> Iterator[None]:
     """While a task runs in a training process, SIGTERM sets the flag instead of killing the process.
 
-    The reporter then answers "shutdown" at the next flush and the attempt gives its job back to the
+    The reporter then answers StopReason.SHUTDOWN at the next flush and the attempt gives its job back to the
     queue. Outside a task SIGTERM keeps Celery's meaning for a pool process: end at once.
     """
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
