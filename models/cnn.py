@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -65,10 +66,12 @@ def build_model(
     return model.train()
 
 
-def inspect_model(job_spec: JobSpec | dict) -> ModelSummary:
-    """Parameter count, FLOPs and shapes of a job's network, computed on the meta device (no memory)."""
+def inspect_model(job_spec: JobSpec | dict, data_dir: Path | None = None) -> ModelSummary:
+    """Parameter count, FLOPs and shapes of a job's network, computed on the meta device (no memory).
+
+    `data_dir` is where an uploaded dataset's file tells its shape (settings.data_dir)."""
     job = JobSpec.model_validate(job_spec)
-    info = dataset_info(job.dataset, job.model)
+    info = dataset_info(job.dataset, job.model, data_dir)
     # A preset that cannot take its input is fixed by changing the size the user chose, if they chose one.
     preset_loc = ("dataset", "image_size") if job.dataset.image_size is not None else ("model", "arch")
     model = _build_on_meta(job.model, info.input_shape, info.num_classes, job.regularization, preset_loc)

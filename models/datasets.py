@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -71,9 +70,11 @@ class DatasetEntry:
 
     spec: type[BaseModel]
     description: str
-    native_shape: Callable[[BaseModel], tuple[int, int, int]]
-    num_classes: Callable[[BaseModel], int]
-    load_raw: Callable[[BaseModel, Path], RawData]  # (spec, data directory)
+    # Each takes (spec, data directory); the directory is None where the caller has none (store.settings
+    # holds it: models/ cannot import it), and only the datasets read from files need it.
+    native_shape: Callable[[BaseModel, Path | None], tuple[int, int, int]]
+    num_classes: Callable[[BaseModel, Path | None], int]
+    load_raw: Callable[[BaseModel, Path | None], RawData]
     from_files: bool = False  # read from the data directory, so it may be missing there
 
 
@@ -127,8 +128,14 @@ def _files_raw(name: str, data_dir: Path) -> RawData:
     return RawData(*_read_only(x, y), official_test)
 
 
-def _upload_path(spec: BaseModel, data_dir: Path) -> Path:
-    return uploads.stored_path(data_dir.resolve(), spec.id)
+def _in_data_dir(name: str, data_dir: Path | None) -> Path:
+    if data_dir is None:
+        raise DatasetUnavailable(("dataset", "name"), f"{name} is read from a data directory; none was given")
+    return Path(data_dir).resolve()
+
+
+def _upload_path(spec: BaseModel, data_dir: Path | None) -> Path:
+    return uploads.stored_path(_in_data_dir("an uploaded dataset", data_dir), spec.id)
 
 
 def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -143,9 +150,9 @@ def _from_files(spec: type[BaseModel], description: str, shape: tuple[int, int, 
     return DatasetEntry(
         spec=spec,
         description=f"{description} of the data directory; never downloaded",
-        native_shape=lambda s: shape,
-        num_classes=lambda s: 10,
-        load_raw=lambda s, data_dir: _files_raw(s.name, data_dir.resolve()),
+        native_shape=lambda s, data_dir: shape,
+        num_classes=lambda s, data_dir: 10,
+        load_raw=lambda s, data_dir: _files_raw(s.name, _in_data_dir(s.name, data_dir)),
         from_files=True,
     )
 
@@ -154,15 +161,15 @@ DATASETS: dict[str, DatasetEntry] = {
     "digits": DatasetEntry(
         spec=DigitsDataset,
         description="scikit-learn's 8x8 handwritten digits: 1797 images, 10 classes, pixel values 0..16",
-        native_shape=lambda s: (1, 8, 8),
-        num_classes=lambda s: 10,
+        native_shape=lambda s, data_dir: (1, 8, 8),
+        num_classes=lambda s, data_dir: 10,
         load_raw=lambda s, data_dir: RawData(*_digits_raw()),
     ),
     "synthetic": DatasetEntry(
         spec=SyntheticDataset,
         description="generated images: each class a smooth random template, shifted and noisy per sample",
-        native_shape=lambda s: (s.channels, s.size, s.size),
-        num_classes=lambda s: s.classes,
+        native_shape=lambda s, data_dir: (s.channels, s.size, s.size),
+        num_classes=lambda s, data_dir: s.classes,
         load_raw=lambda s, data_dir: RawData(
             *_synthetic_raw(s.channels, s.size, s.classes, s.samples, s.seed)
         ),
@@ -190,45 +197,39 @@ DATASETS: dict[str, DatasetEntry] = {
         spec=UploadDataset,
         description="a dataset uploaded with POST /v1/datasets (an .npz of x N×C×H×W or N×H×W and "
         "integer labels y), named by the id that answered",
-        native_shape=lambda s: uploads.stored_info(_upload_path(s, default_data_dir()))[0],
-        num_classes=lambda s: uploads.stored_info(_upload_path(s, default_data_dir()))[1],
+        native_shape=lambda s, data_dir: uploads.stored_info(_upload_path(s, data_dir))[0],
+        num_classes=lambda s, data_dir: uploads.stored_info(_upload_path(s, data_dir))[1],
         load_raw=lambda s, data_dir: RawData(*uploads.read_stored(_upload_path(s, data_dir))),
     ),
 }
-
-
-def default_data_dir() -> Path:
-    """$TRAINYARD_DATA_DIR, else $TRAINYARD_HOME/data: store.settings' rule (models/ cannot import it)."""
-    if data_dir := os.environ.get("TRAINYARD_DATA_DIR"):
-        return Path(data_dir)
-    return Path(os.environ.get("TRAINYARD_HOME", "var")) / "data"
 
 
 def ensure_available(dataset_spec: BaseModel | dict, data_dir: Path | None = None) -> None:
     """Raise DatasetUnavailable, naming the folder and files expected, unless the dataset can be read."""
     dataset = _DATASET_SPEC.validate_python(dataset_spec)
     if DATASETS[dataset.name].from_files:
-        image_files.locate(dataset.name, Path(data_dir or default_data_dir()))
+        image_files.locate(dataset.name, _in_data_dir(dataset.name, data_dir))
 
 
 # ---------------------------------------------------------------- metadata, splits, preprocessing
 
 
-def dataset_info(dataset_spec: BaseModel | dict, model_spec: ModelSpec | dict | None = None) -> DatasetInfo:
-    """Input shape and class count for this dataset and model, from the specs alone."""
+def dataset_info(
+    dataset_spec: BaseModel | dict, model_spec: ModelSpec | dict | None = None, data_dir: Path | None = None
+) -> DatasetInfo:
+    """Input shape and class count for this dataset and model, from the specs (an upload: its header)."""
     dataset = _DATASET_SPEC.validate_python(dataset_spec)
     model = ModelSpec.model_validate(model_spec) if model_spec is not None else None
     entry = DATASETS[dataset.name]
-    native = entry.native_shape(dataset)
+    native = entry.native_shape(dataset, data_dir)
     if dataset.image_size is not None:
         size = dataset.image_size
     elif model is not None and model.arch is not None:
         size = preset_input_size(model.arch, native[-1])
     else:
         size = native[-1]
-    return DatasetInfo(
-        input_shape=(native[0], size, size), num_classes=entry.num_classes(dataset), native_shape=native
-    )
+    classes = entry.num_classes(dataset, data_dir)
+    return DatasetInfo(input_shape=(native[0], size, size), num_classes=classes, native_shape=native)
 
 
 def load_splits(
@@ -236,10 +237,10 @@ def load_splits(
 ) -> Splits:
     """Split by `split_seed` (not the training seed), resize, and normalise with the train statistics.
 
-    Datasets read from files are looked up in `data_dir` (default: default_data_dir()).
+    Datasets read from files are looked up in `data_dir` (the service's is settings.data_dir).
     """
     dataset = _DATASET_SPEC.validate_python(dataset_spec)
-    info = dataset_info(dataset, model_spec)
+    info = dataset_info(dataset, model_spec, data_dir)
     raw = _load_raw(dataset, data_dir)
     train_idx, val_idx, test_idx = _split_indices(raw.y, dataset, raw.official_test)
 
@@ -305,7 +306,7 @@ def raw_arrays(dataset_spec: BaseModel | dict, data_dir: Path | None = None) -> 
 
 
 def _load_raw(dataset: BaseModel, data_dir: Path | None) -> RawData:
-    return DATASETS[dataset.name].load_raw(dataset, Path(data_dir or default_data_dir()))
+    return DATASETS[dataset.name].load_raw(dataset, data_dir)
 
 
 def _split_indices(

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     stream_maxlen: int = Field(100_000, ge=100, description="approximate cap of a job's Redis stream")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     keep_checkpoints: int = Field(3, ge=1, description="newest epoch checkpoints kept per job")
+    gpus: str | None = Field(
+        None, description="CUDA devices (0,1,...) a worker's training processes take one each; set by the CLI"
+    )
+    threads_per_process: int | None = Field(
+        None, ge=1, description="torch threads of each CPU training process; set by `trainyard worker`"
+    )
 
     # Predictions served by the API.
     max_predict_batch: int = Field(1024, ge=1, description="most inputs in one predict request (else 413)")
@@ -102,7 +108,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _data_dir_under_home(self) -> Settings:
-        # The same rule as models.datasets.default_data_dir, which cannot import this module.
         if self.data_dir is None:
             self.data_dir = self.home / "data"
         return self

@@ -32,17 +32,16 @@ def _init_training_process(**_) -> None:
 
     die_with_parent()  # a SIGKILLed worker must not leave its training process running
     reset_after_fork()
+    settings = get_settings()
     # One training process per GPU: each child sees only its own device. CUDA is first touched
     # here, in the child, never in the parent that forks.
-    gpus = os.environ.get("TRAINYARD_GPUS")
-    if gpus:
-        index = (current_process().index or 0) % len(gpus.split(","))
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpus.split(",")[index]
-    threads = os.environ.get("TRAINYARD_THREADS_PER_PROCESS")
-    if threads:
+    if settings.gpus:
+        gpus = settings.gpus.split(",")
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[(current_process().index or 0) % len(gpus)]
+    if settings.threads_per_process:
         import torch
 
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(settings.threads_per_process)
 
 
 @worker_ready.connect

@@ -17,6 +17,7 @@ from models.datasets import (
     split_indices,
 )
 from models.image_files import CIFAR_FILES, IDX_FILES
+from store.settings import Settings
 
 TRAIN, TEST = 40, 12  # images in the official train and test sets of the tiny copies
 
@@ -91,10 +92,11 @@ def test_mnist_flat_folder_raw_files_resized_for_lenet5(tmp_path):
 def test_fashion_mnist_found_through_the_environment(tmp_path, monkeypatch):
     write_mnist(tmp_path / "FashionMNIST" / "raw", gz=True)
     monkeypatch.setenv("TRAINYARD_DATA_DIR", str(tmp_path))
-    ensure_available({"name": "fashion_mnist"})
-    assert len(load_splits({"name": "fashion_mnist"}).test[1]) == TEST
+    data_dir = Settings().data_dir  # the environment reaches the datasets through the settings only
+    ensure_available({"name": "fashion_mnist"}, data_dir)
+    assert len(load_splits({"name": "fashion_mnist"}, data_dir=data_dir).test[1]) == TEST
     with pytest.raises(DatasetUnavailable):  # the same files do not count as MNIST
-        ensure_available({"name": "mnist"})
+        ensure_available({"name": "mnist"}, data_dir)
 
 
 def test_cifar10_binary_version(tmp_path):

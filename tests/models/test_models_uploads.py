@@ -66,15 +66,14 @@ def test_good_uploads_come_back_as_nchw(x, shape, compressed):
     np.testing.assert_allclose(upload.x.reshape(x.shape), x.astype(upload.x.dtype))
 
 
-def test_a_stored_upload_trains_like_any_dataset(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRAINYARD_DATA_DIR", str(tmp_path))
+def test_a_stored_upload_trains_like_any_dataset(tmp_path):
     x = RNG.integers(0, 256, (60, 9, 9), dtype=np.uint8)
     upload = check_upload(npz(x=x, y=labels(60, 3)), LIMIT)
     dataset_id = "ab" * 16
     save_checked(upload, stored_path(tmp_path, dataset_id))
     spec = {"name": "upload", "id": dataset_id, "image_size": 16}
-    assert dataset_info(spec).native_shape == (1, 9, 9)
-    assert dataset_info(spec).num_classes == 3
+    assert dataset_info(spec, data_dir=tmp_path).native_shape == (1, 9, 9)
+    assert dataset_info(spec, data_dir=tmp_path).num_classes == 3
     splits = load_splits(spec, {"arch": "lenet5"}, data_dir=tmp_path)
     assert splits.train[0].shape[1:] == (1, 16, 16)
     assert sum(len(part[1]) for part in (splits.train, splits.val, splits.test)) == 60
