@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColum
 from rich.table import Table
 from rich.text import Text
 
+from store.states import EnsembleStatus, JobStatus
 from trainyard.client import TrainyardClient, TrainyardConnectionError, TrainyardError
 
 PANEL = "Use the API (over HTTP)"
@@ -174,7 +175,7 @@ def bar_update(data: dict[str, Any], event: str, epochs: int) -> dict[str, Any]:
         fields["val_acc"] = f"{metrics['val_acc']:.4f}"
     if data.get("status"):
         fields["status"] = data["status"]
-    if data.get("status") == "succeeded" and progress.get("steps"):
+    if data.get("status") == JobStatus.SUCCEEDED and progress.get("steps"):
         fields["completed"] = progress["steps"]
     return fields
 
@@ -214,7 +215,7 @@ def print_outcome(client: TrainyardClient, job: dict[str, Any]) -> None:
     if job.get("started_at") and job.get("finished_at"):
         seconds = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
         took = f" in {seconds.total_seconds():.1f} s"
-    style = {"succeeded": "green", "failed": "red"}.get(job["status"], "yellow")
+    style = {JobStatus.SUCCEEDED: "green", JobStatus.FAILED: "red"}.get(job["status"], "yellow")
     stdout.print(Text(f"job {job['id']} {job['status']}{took}", style=style))
     if job.get("error"):
         stdout.print(Text(f"  error: {job['error']}"))
@@ -261,7 +262,7 @@ def submit(
             ) from None
         if not as_json:
             print_outcome(client, job)
-    if job["status"] != "succeeded":
+    if job["status"] != JobStatus.SUCCEEDED:
         raise typer.Exit(1)
 
 
@@ -348,7 +349,7 @@ def cancel(
         job = client.cancel(job_id)
     if as_json:
         emit_json(job)
-    elif job["status"] == "cancelled":
+    elif job["status"] == JobStatus.CANCELLED:
         stdout.print(Text(f"job {job['id']} cancelled"))
     else:  # running: the training loop reads the flag at its next curve flush
         stdout.print(Text(f"cancel requested: job {job['id']} ({job['status']}) stops within a few steps"))
@@ -393,7 +394,7 @@ def create_ensemble(
         emit_json(ensemble)
     else:
         print_ensemble(ensemble)
-    if ensemble["status"] == "failed":
+    if ensemble["status"] == EnsembleStatus.FAILED:
         raise typer.Exit(1)
 
 
