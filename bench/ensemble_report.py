@@ -1,12 +1,13 @@
 """The lecture's ensemble claim, measured: members' accuracies, the ensemble's, and the gain per method.
 
-    python bench/ensemble_report.py [--quick] [--write-readme]      (make report)
+    python bench/ensemble_report.py [--quick] [--write]      (make report)
 
 Trains 5 lenet5 members (seeds 0-4, momentum SGD, the catalog's defaults otherwise) on digits with the whole
 training split, and again on a harder split that keeps 20% of the training data, then scores each combining
 method on the test split with models.ensemble.evaluate_ensemble, exactly as the service does. With
---write-readme the table replaces the one between the `ensemble-report` markers in README.md, whatever the
-numbers turn out to be. Last line `value=<mean_probs gain on the harder split, in points>`.
+--write (formerly --write-readme, still accepted) the table replaces the one between the `ensemble-report`
+markers in docs/benchmarks.md, whatever the numbers turn out to be. Last line `value=<mean_probs gain on
+the harder split, in points>`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from worker.run_job import rebuild_info  # noqa: E402
 from worker.vectorized import train_sequential  # noqa: E402
 
 MEMBERS = 5
-README = ROOT / "README.md"
+REPORT = ROOT / "docs" / "benchmarks.md"
 MARKERS = ("<!-- ensemble-report:start -->", "<!-- ensemble-report:end -->")
 SPLITS = {"all training data": 1.0, "20% of the training data": 0.2}
 
@@ -92,26 +93,28 @@ def table(rows: list[tuple[str, int, dict[str, dict]]], epochs: int) -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    readme = README.read_text()
+def write_report(text: str) -> None:
+    page = REPORT.read_text()
     pattern = re.compile(re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1]), re.S)
-    if not pattern.search(readme):
-        raise SystemExit(f"README.md has no {MARKERS[0]} ... {MARKERS[1]} block")
-    README.write_text(pattern.sub(lambda _: f"{MARKERS[0]}\n{text}\n{MARKERS[1]}", readme))
+    if not pattern.search(page):
+        raise SystemExit(f"{REPORT.relative_to(ROOT)} has no {MARKERS[0]} ... {MARKERS[1]} block")
+    REPORT.write_text(pattern.sub(lambda _: f"{MARKERS[0]}\n{text}\n{MARKERS[1]}", page))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 epochs instead of 15")
-    parser.add_argument("--write-readme", action="store_true", help="replace the README's table")
+    parser.add_argument(
+        "--write", "--write-readme", action="store_true", help="replace the table in docs/benchmarks.md"
+    )
     args = parser.parse_args()
     epochs = 3 if args.quick else 15
     rows = [(label, *measure(fraction, epochs)) for label, fraction in SPLITS.items()]
     text = table(rows, epochs)
     print(text)
-    if args.write_readme:
-        write_readme(text)
-        print("README.md updated")
+    if args.write:
+        write_report(text)
+        print(f"{REPORT.relative_to(ROOT)} updated")
     hard = rows[-1][2]["mean_probs"]
     print(f"value={100 * hard['gain']:.2f}")
 

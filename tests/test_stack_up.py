@@ -1,4 +1,5 @@
-"""`trainyard up` (behind `make run`): the README example trains, and SIGTERM leaves nothing behind."""
+"""`trainyard up` (behind `make run`): the README example trains, the CLI finds the stack on its port without
+being told, and SIGTERM leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ import psutil
 from trainyard.services import free_port
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "lenet5-sgd.json"
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """The `trainyard` command as a user runs it, in `env`."""
+    run = [sys.executable, "-m", "trainyard.cli", *args]
+    return subprocess.run(run, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_up_trains_the_readme_example_and_stops_cleanly(tmp_path):
@@ -56,6 +63,17 @@ def test_up_trains_the_readme_example_and_stops_cleanly(tmp_path):
                 assert time.monotonic() < deadline, job
                 time.sleep(0.2)
         assert job["status"] == "succeeded", job["error"]
+
+        # The client commands, given no URL or key (as after `PORT=8011 make run`), find this stack.
+        assert (tmp_path / "var" / "api-url").read_text().strip() == f"http://127.0.0.1:{port}"
+        listed = cli(env, "jobs", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert job["id"] in [item["id"] for item in json.loads(listed.stdout)["items"]]
+        # An explicit URL still wins over the one up left.
+        elsewhere = f"http://127.0.0.1:{free_port()}"
+        refused = cli(env | {"TRAINYARD_URL": elsewhere}, "jobs")
+        assert refused.returncode == 1
+        assert f"cannot reach the trainyard API at {elsewhere}" in refused.stderr
         assert (tmp_path / "var" / "trainyard.db").exists()
         family = psutil.Process(up.pid).children(recursive=True)
         assert len(family) >= 4  # redis, worker, its training process, api
@@ -64,6 +82,7 @@ def test_up_trains_the_readme_example_and_stops_cleanly(tmp_path):
         assert up.wait(30) == 0
         _, alive = psutil.wait_procs(family, timeout=15)
         assert not alive, f"left running: {alive}"
+        assert not (tmp_path / "var" / "api-url").exists()  # stopped: nothing serves there any more
     finally:
         if up.poll() is None:
             up.kill()

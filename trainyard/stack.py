@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from trainyard.services import RedisServer, die_with_parent, start_private_redis
+from trainyard.services import RedisNotFound, RedisServer, start_private_redis
+from worker.processes import die_with_parent
 
 STOP_GRACE_S = 10.0
 
@@ -76,6 +77,20 @@ def local_key(home: Path) -> str:
     return key
 
 
+def leave_url(home: Path, url: str) -> Path:
+    """Write the URL we serve beside the key, home/api-url, where the `trainyard` client commands look."""
+    path = home / "api-url"
+    path.write_text(url + "\n")
+    return path
+
+
+def take_back_url(path: Path, url: str) -> None:
+    """Remove home/api-url at stop, unless another `trainyard up` has written its own since."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_text().strip() == url:
+            path.unlink()
+
+
 def supervise(children: dict[str, subprocess.Popen], port: int, key: str) -> int:
     """Announce the stack once the API listens; return 1 as soon as any child exits."""
     announced = False
@@ -101,6 +116,8 @@ def run_stack() -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     redis: RedisServer | None = None
     children: dict[str, subprocess.Popen] = {}
+    url = f"http://127.0.0.1:{settings.port}"
+    url_file: Path | None = None
     handlers = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if not ({"REDIS_URL", "TRAINYARD_REDIS_URL"} & os.environ.keys()):
@@ -109,6 +126,7 @@ def run_stack() -> int:
             get_settings.cache_clear()
         upgrade()
         key = local_key(settings.home)
+        url_file = leave_url(settings.home, url)
         if redis is not None:
             from worker.recovery import requeue_queued_jobs
 
@@ -120,11 +138,16 @@ def run_stack() -> int:
     except StopRequested as stop:
         print(f"trainyard: {stop}, stopping", file=sys.stderr)
         return 0
+    except RedisNotFound as missing:
+        print(f"trainyard: {missing}", file=sys.stderr)
+        return 1
     finally:
         for sig in handlers:  # a second Ctrl-C must not cut the cleanup short
             signal.signal(sig, signal.SIG_IGN)
         stop_children(list(children.values()))
         if redis is not None:
             redis.stop()
+        if url_file is not None:
+            take_back_url(url_file, url)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

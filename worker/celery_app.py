@@ -10,8 +10,8 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown, w
 
 from store.queue import make_celery
 from store.settings import get_settings
-from trainyard.services import die_with_parent
 from worker import shutdown
+from worker.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
