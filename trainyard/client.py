@@ -15,6 +15,8 @@ import httpx
 import numpy as np
 from httpx_sse import SSEError, connect_sse
 
+from store.states import EnsembleStatus
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Arrays up to this many numbers go as JSON (readable in logs); larger ones as .npy, 4 bytes a number.
 JSON_PREDICT_LIMIT = 4096
@@ -183,7 +185,7 @@ class TrainyardClient:
     def wait_ensemble(self, ensemble_id: str, timeout: float = 600, poll: float = 0.5) -> dict[str, Any]:
         """The ensemble once it is no longer `building` (ready or failed)."""
         deadline = time.monotonic() + timeout
-        while (ensemble := self.ensemble(ensemble_id))["status"] == "building":
+        while (ensemble := self.ensemble(ensemble_id))["status"] == EnsembleStatus.BUILDING:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"ensemble {ensemble_id} is still building after {timeout:.0f} s")
             time.sleep(poll)
