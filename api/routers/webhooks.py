@@ -12,6 +12,7 @@ from api.auth import current_tenant
 from api.deps import SessionDep, TenantDep
 from api.schemas import UtcModel
 from store import jobs, webhooks
+from store.states import DeliveryStatus
 from store.tables import WebhookDelivery
 
 router = APIRouter(prefix="/v1/jobs", tags=["webhooks"], dependencies=[Depends(current_tenant)])
@@ -49,7 +50,7 @@ class WebhookDeliveryOut(UtcModel):
             url=delivery.url,
             status=delivery.status,
             attempts=delivery.attempts,
-            next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
+            next_attempt_at=delivery.next_attempt_at if delivery.status == DeliveryStatus.PENDING else None,
             last_status_code=delivery.last_status_code,
             last_error=delivery.last_error,
             created_at=delivery.created_at,
