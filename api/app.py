@@ -25,7 +25,7 @@ from api.routers import (
     runs,
     webhooks,
 )
-from store.settings import Settings, get_settings
+from store.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Everything the app reads or connects to is built from them here and kept on `app.state.resources`,
     so apps with different settings can live in one process.
     """
-    settings = settings or get_settings()
+    settings = settings or Settings()
     resources = ApiResources.of(settings)
 
     @asynccontextmanager

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import redis
-from celery import Celery
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
@@ -19,23 +18,19 @@ from api.resources import ApiResources
 from store.settings import Settings
 
 
-async def get_resources(request: Request) -> ApiResources:
+async def app_resources(request: Request) -> ApiResources:
     return request.app.state.resources
 
 
-ResourcesDep = Annotated[ApiResources, Depends(get_resources)]
+ResourcesDep = Annotated[ApiResources, Depends(app_resources)]
 
 
-async def get_settings(resources: ResourcesDep) -> Settings:
+async def app_settings(resources: ResourcesDep) -> Settings:
     return resources.settings
 
 
-async def get_redis(resources: ResourcesDep) -> redis.Redis:
+async def app_redis(resources: ResourcesDep) -> redis.Redis:
     return resources.redis
-
-
-async def get_producer(resources: ResourcesDep) -> Celery:
-    return resources.producer
 
 
 # A request's session keeps its pooled connection until FastAPI has serialized the answer, which for a
@@ -53,8 +48,7 @@ async def get_db(resources: ResourcesDep) -> AsyncIterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
-RedisDep = Annotated[redis.Redis, Depends(get_redis)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-ProducerDep = Annotated[Celery, Depends(get_producer)]
+RedisDep = Annotated[redis.Redis, Depends(app_redis)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 
-__all__ = ["ProducerDep", "RedisDep", "ResourcesDep", "SessionDep", "SettingsDep", "TenantDep"]
+__all__ = ["RedisDep", "ResourcesDep", "SessionDep", "SettingsDep", "TenantDep"]

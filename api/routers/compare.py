@@ -13,6 +13,7 @@ from api.deps import RedisDep, SessionDep, TenantDep
 from api.downsample import downsample_curve
 from api.field_errors import invalid
 from store import jobs
+from store.states import JobStatus
 from store.tables import Job
 
 router = APIRouter(prefix="/v1/compare", tags=["compare"], dependencies=[Depends(current_tenant)])
@@ -35,7 +36,7 @@ class LegendSpec(BaseModel):
 class ComparedJob(BaseModel):
     id: str
     name: str
-    status: str
+    status: JobStatus
     spec: LegendSpec
 
     @classmethod

@@ -32,7 +32,9 @@ class WebhookDeliveryOut(UtcModel):
     id: str = Field(description="sent as X-Trainyard-Delivery: the same for every attempt, to deduplicate")
     event: str = Field(description="job.succeeded, job.failed or job.cancelled")
     url: str
-    status: str = Field(description="pending (more attempts to come), delivered or failed (gave up)")
+    status: DeliveryStatus = Field(
+        description="pending (more attempts to come), delivered or failed (gave up)"
+    )
     attempts: int
     next_attempt_at: datetime | None = Field(description="when the next attempt is due, while pending")
     last_status_code: int | None
