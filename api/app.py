@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import Depends, FastAPI
 
 from api.auth import current_tenant
 from api.body_limit import RouteBodyLimits, route_limits
 from api.errors import install_error_handlers
 from api.observability import install_metrics
+from api.resources import ApiResources
 from api.routers import (
     catalog,
     compare,
@@ -21,16 +25,30 @@ from api.routers import (
     runs,
     webhooks,
 )
-from store.settings import get_settings
+from store.settings import Settings
 
 
-def create_app() -> FastAPI:
-    settings = get_settings()
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API on `settings` (default: read from the environment now, as `trainyard api` serves it).
+
+    Everything the app reads or connects to is built from them here and kept on `app.state.resources`,
+    so apps with different settings can live in one process.
+    """
+    settings = settings or Settings()
+    resources = ApiResources.of(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await resources.aclose()
+
     app = FastAPI(
         title="trainyard",
         version="0.1.0",
         description="Training as a service for convolutional networks.",
+        lifespan=lifespan,
     )
+    app.state.resources = resources
     app.add_middleware(RouteBodyLimits, default=settings.max_body_bytes, limits=route_limits(settings))
     app.include_router(health.router)
     app.include_router(jobs.router)
@@ -42,7 +60,7 @@ def create_app() -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(compare.router)
     install_error_handlers(app)
-    install_metrics(app)
+    install_metrics(app, resources.sessions, resources.redis)
     metrics_key = [Depends(current_tenant)] if settings.metrics_need_key else []
     app.include_router(prom.router, dependencies=metrics_key)
     dashboard.mount_dashboard(app)

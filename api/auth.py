@@ -8,20 +8,38 @@ polls do not each cost a database read; a revoked key stops working within that 
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from store import keys
-from store.db import new_session
+
+if TYPE_CHECKING:
+    from api.resources import ApiResources
 
 REMEMBER_S = 5.0
-_valid: dict[str, tuple[float, str]] = {}
+MAX_REMEMBERED = 10_000
 
 
-def _lookup(key: str) -> str | None:
-    with new_session() as session:
+class RememberedKeys:
+    """The keys an app has found valid lately, with their tenants: one per app, as each has its database."""
+
+    def __init__(self) -> None:
+        self._valid: dict[str, tuple[float, str]] = {}
+
+    def tenant_of(self, key: str) -> str | None:
+        remembered = self._valid.get(key)
+        return remembered[1] if remembered is not None and remembered[0] > time.monotonic() else None
+
+    def remember(self, key: str, tenant: str) -> None:
+        if len(self._valid) > MAX_REMEMBERED:
+            self._valid.clear()
+        self._valid[key] = (time.monotonic() + REMEMBER_S, tenant)
+
+
+def _lookup(resources: ApiResources, key: str) -> str | None:
+    with resources.sessions() as session:
         return keys.tenant_of(session, key)
 
 
@@ -39,15 +57,13 @@ async def current_tenant(
     key = credentials.strip() if scheme.lower() == "bearer" else access_token
     if not key:
         raise _refused("an API key is needed: send Authorization: Bearer <key>")
-    remembered = _valid.get(key)
-    if remembered is not None and remembered[0] > time.monotonic():
-        return remembered[1]
-    tenant = await run_in_threadpool(_lookup, key)
+    resources: ApiResources = request.app.state.resources
+    if (tenant := resources.keys.tenant_of(key)) is not None:
+        return tenant
+    tenant = await run_in_threadpool(_lookup, resources, key)
     if tenant is None:
         raise _refused("unknown or revoked API key")
-    if len(_valid) > 10_000:
-        _valid.clear()
-    _valid[key] = (time.monotonic() + REMEMBER_S, tenant)
+    resources.keys.remember(key, tenant)
     return tenant
 
 

@@ -8,7 +8,8 @@ import redis
 from sqlalchemy.orm import Session
 
 from store import jobs, streams
-from store.tables import TERMINAL, Job
+from store.states import TERMINAL
+from store.tables import Job
 
 
 def read_job_points(

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Header, Response
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.field_errors import invalid
 from store import idempotency
 
 IdempotencyKeyHeader = Annotated[
@@ -61,16 +61,8 @@ class Idempotent:
         if first is None:
             return None
         if first.request_sha256 != self.digest:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ("header", "idempotency-key"),
-                        "msg": "this Idempotency-Key was used with another body",
-                        "input": self.key,
-                    }
-                ]
-            )
+            message = "this Idempotency-Key was used with another body"
+            raise invalid(("header", "idempotency-key"), message, self.key)
         headers = {"Location": first.location, "Idempotent-Replayed": "true"}
         return Response(first.response, first.status_code, headers, media_type="application/json")
 

@@ -14,13 +14,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 
 from starlette.concurrency import run_in_threadpool
 
 from api.schemas import JobOut
-from store.settings import get_settings
-from store.tables import TERMINAL
+from store.states import TERMINAL
 
 FINISHED_TTL_S = 30.0
 
@@ -72,8 +70,3 @@ class JobAnswers:
         self._entries.move_to_end(job_id)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
-
-
-@lru_cache
-def get_job_answers() -> JobAnswers:
-    return JobAnswers(get_settings().job_cache_s)

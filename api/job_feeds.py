@@ -21,7 +21,7 @@ import redis.asyncio
 from fastapi.sse import format_sse_event
 
 from store import streams
-from store.tables import TERMINAL
+from store.states import TERMINAL
 
 # How long one XREAD waits for news; followers are woken this often even when nothing came, so they
 # can send heartbeats and look at the job's row.

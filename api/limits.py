@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import HTTPException, Query, status
+from fastapi import Depends, HTTPException, Query, status
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.deps import SettingsDep
+from api.field_errors import field_error
 from models.cnn import ModelSummary
 from models.spec import JobSpec
 from store import egress, jobs
-from store.settings import Settings, get_settings
+from store.settings import Settings
+from store.states import JobKind, JobStatus
 from store.tables import Job
 
 # Retry-After when no running training has an estimate yet (all queued, or none past its first epoch):
@@ -19,21 +23,31 @@ from store.tables import Job
 UNKNOWN_WAIT_S = 30
 LONGEST_WAIT_S = 3600
 
-# The `limit` of every list route. Read when the routers are imported, as OpenAPI states the bound.
-PageSize = Annotated[
-    int, Query(ge=1, le=get_settings().max_page_size, description="items per page (max_page_size)")
-]
 
-
-def _over(loc: tuple, value: int, limit: int, setting: str, what: str) -> dict[str, Any]:
+def _over(loc: tuple, value: int, limit: int, setting: str, what: str, part: str = "body") -> dict[str, Any]:
     """One error as FastAPI reports a field over its `le` bound, naming the setting that set it."""
-    return {
-        "type": "less_than_equal",
-        "loc": ("body", *loc),
-        "msg": f"{what} is {value:,}; at most {limit:,} ({setting})",
-        "input": value,
-        "ctx": {"le": limit, "setting": setting},
+    message = f"{what} is {value:,}; at most {limit:,} ({setting})"
+    return field_error((part, *loc), message, value, kind="less_than_equal") | {
+        "ctx": {"le": limit, "setting": setting}
     }
+
+
+def page_size(default: int) -> Any:
+    """The `limit` of a list route: from 1 to the app's max_page_size; `default` when not given.
+
+    Checked here rather than by Query(le=...), which would fix the bound when the routers are imported.
+    """
+
+    async def limit_within_max_page_size(
+        settings: SettingsDep,
+        limit: Annotated[int, Query(ge=1, description="items per page, at most max_page_size")] = default,
+    ) -> int:
+        if limit > settings.max_page_size:
+            error = _over(("limit",), limit, settings.max_page_size, "max_page_size", "limit", part="query")
+            raise RequestValidationError([error])
+        return limit
+
+    return Depends(limit_within_max_page_size)
 
 
 def job_limit_errors(spec: JobSpec, summary: ModelSummary, settings: Settings) -> list[dict[str, Any]]:
@@ -67,7 +81,7 @@ def notify_url_errors(spec: JobSpec, settings: Settings) -> list[dict[str, Any]]
     refused = url and egress.refusal(url, allow_private=settings.webhook_allow_private, resolve=False)
     if not refused:
         return []
-    return [{"type": "value_error", "loc": ("body", "notify_url"), "msg": refused, "input": url}]
+    return [field_error(("body", "notify_url"), refused, url)]
 
 
 def ensemble_limit_errors(members: int, settings: Settings) -> list[dict[str, Any]]:
@@ -110,7 +124,9 @@ def _retry_after_s(session: Session, tenant: str) -> int:
     The ETA is the one each training records in its row after every epoch; a job that cancels or fails
     frees its slot sooner, so this is an upper bound, and a client that retries then is not early.
     """
-    query = select(Job.progress).where(Job.tenant == tenant, Job.kind == "train", Job.status == "running")
+    query = select(Job.progress).where(
+        Job.tenant == tenant, Job.kind == JobKind.TRAIN, Job.status == JobStatus.RUNNING
+    )
     etas = [p.get("eta_s") for p in session.scalars(query) if p]
     known = [eta for eta in etas if isinstance(eta, int | float) and eta >= 0]
     if not known:

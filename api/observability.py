@@ -14,19 +14,19 @@ from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFam
 from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, case, extract, func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from store import streams
-from store.db import new_session
 from store.queue import QUEUE
-from store.tables import TERMINAL, Job
+from store.states import TERMINAL, JobKind, JobStatus
+from store.tables import Job
 
 logger = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
-STATUSES = ("queued", "running", *TERMINAL)
-KINDS = ("train", "ensemble")
+STATUSES = tuple(JobStatus)
+KINDS = tuple(JobKind)
 # Jobs last from seconds (digits on a GPU) to a day (max_job_seconds).
 JOB_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 
@@ -42,11 +42,15 @@ class JobsCollector(Collector):
     """Reads SQL (two queries) and Redis (one pipeline) on every scrape, so the numbers are never stale
     and the API keeps no state of its own: workers, not the API, see jobs start and finish."""
 
+    def __init__(self, sessions: sessionmaker[Session], client: redis.Redis) -> None:
+        self.sessions = sessions
+        self.client = client
+
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("trainyard_backend_up", "whether the scrape could read it", labels=["backend"])
         running: list[tuple[str, int]] = []
         try:
-            with new_session() as session:
+            with self.sessions() as session:
                 yield from self._job_metrics(session)
                 running = self._running_jobs(session)
             up.add_metric(["database"], 1)
@@ -54,7 +58,7 @@ class JobsCollector(Collector):
             logger.warning("metrics: the database could not be read", exc_info=True)
             up.add_metric(["database"], 0)
         try:
-            yield from self._redis_metrics(streams.get_redis(), running)
+            yield from self._redis_metrics(self.client, running)
             up.add_metric(["redis"], 1)
         except redis.RedisError:
             logger.warning("metrics: Redis could not be read", exc_info=True)
@@ -97,12 +101,13 @@ class JobsCollector(Collector):
                 durations.add_metric([status, kind], [*buckets, ("+Inf", timed)], sum_value=float(total))
         yield jobs
         yield durations
-        running = found.get(("running", "train"), empty)[0]
+        running = found.get((JobStatus.RUNNING, JobKind.TRAIN), empty)[0]
         yield GaugeMetricFamily("trainyard_jobs_running", "models training now (train jobs running)", running)
 
     @staticmethod
     def _running_jobs(session: Session) -> list[tuple[str, int]]:
-        rows = session.execute(select(Job.id, Job.spec).where(Job.status == "running", Job.kind == "train"))
+        running = (Job.status == JobStatus.RUNNING, Job.kind == JobKind.TRAIN)
+        rows = session.execute(select(Job.id, Job.spec).where(*running))
         return [(job_id, int(spec["training"]["batch_size"])) for job_id, spec in rows]
 
     @staticmethod
@@ -176,13 +181,13 @@ class RequestMetricsMiddleware:
                 )
 
 
-def install_metrics(app: FastAPI) -> None:
+def install_metrics(app: FastAPI, sessions: sessionmaker[Session], client: redis.Redis) -> None:
     """A registry per app: create_app() may run several times in one process (tests), and the default
     registry would refuse the same collectors twice."""
     registry = CollectorRegistry()
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
-    registry.register(JobsCollector())
+    registry.register(JobsCollector(sessions, client))
     latency = Histogram(
         "trainyard_http_request_duration_seconds",
         "API requests by method, route template and status code",

@@ -5,10 +5,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from functools import lru_cache
 
 from models.ensemble import EnsemblePredictor
-from store.settings import get_settings
 
 
 class PredictorCache:
@@ -41,8 +39,3 @@ class PredictorCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-@lru_cache
-def predictor_cache() -> PredictorCache:
-    return PredictorCache(get_settings().predictor_cache_mb * 2**20)

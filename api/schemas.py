@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from store.ensembles import member_ref
+from store.states import EnsembleStatus, JobKind, JobStatus
 from store.tables import Ensemble, Job, Run
 
 
@@ -58,7 +59,7 @@ class MemberOut(BaseModel):
 
     id: str
     member: int
-    status: str
+    status: JobStatus
     progress: Progress
     metrics: dict[str, Any]
     attempts: int
@@ -68,8 +69,8 @@ class MemberOut(BaseModel):
 class JobOut(UtcModel):
     id: str
     name: str
-    kind: str = Field(description='"train" (one model) or "ensemble" (members, then an ensemble)')
-    status: str
+    kind: JobKind = Field(description='"train" (one model) or "ensemble" (members, then an ensemble)')
+    status: JobStatus
     spec: dict[str, Any]
     summary: dict[str, Any]
     progress: Progress
@@ -175,7 +176,7 @@ class EnsembleOut(UtcModel):
     method: str
     members: list[dict[str, Any]]
     job_id: str | None
-    status: str = Field(description="building (being evaluated on a worker), ready or failed")
+    status: EnsembleStatus = Field(description="building (being evaluated on a worker), ready or failed")
     evaluation: dict[str, Any] | None = Field(
         None,
         description="on the test split: member_accuracies, mean_member_accuracy, ensemble_accuracy, "

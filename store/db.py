@@ -9,13 +9,14 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.settings import get_settings
+from store.settings import Settings, get_settings
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int | None = None) -> Engine:
+    """An engine on `url` keeping `pool_size` connections (default: the process's db_pool_size)."""
     # Half as many again on top of the pool: the API's request sessions are limited to pool_size
     # (api.deps), so the work it does outside them (event streams, caches) always finds a connection.
-    size = get_settings().db_pool_size
+    size = pool_size or get_settings().db_pool_size
     pool = {"pool_size": size, "max_overflow": max(2, size // 2)}
     if url.startswith("sqlite"):
         # The API and the worker write concurrently: WAL lets readers run beside one writer,
@@ -37,6 +38,11 @@ def make_engine(url: str) -> Engine:
 @lru_cache
 def get_engine() -> Engine:
     return make_engine(get_settings().sqlalchemy_url)
+
+
+def make_session_factory(settings: Settings) -> sessionmaker[Session]:
+    """Sessions on an engine of their own, built from `settings` (an API app's), not the process's."""
+    return sessionmaker(make_engine(settings.sqlalchemy_url, settings.db_pool_size), expire_on_commit=False)
 
 
 @lru_cache

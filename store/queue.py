@@ -52,16 +52,18 @@ def enqueue_training(job_id: str) -> None:
     producer().send_task(TRAIN_TASK, args=[job_id], queue=QUEUE)
 
 
-def enqueue_job(job_id: str, kind: str) -> None:
-    producer().send_task(ENSEMBLE_TASK if kind == "ensemble" else TRAIN_TASK, args=[job_id], queue=QUEUE)
+def enqueue_job(job_id: str, kind: str, celery: Celery | None = None) -> None:
+    """`celery`: the producer to send with (an API app's own); default the process's."""
+    task = ENSEMBLE_TASK if kind == "ensemble" else TRAIN_TASK
+    (celery or producer()).send_task(task, args=[job_id], queue=QUEUE)
 
 
 def enqueue_finish_ensemble(job_id: str) -> None:
     producer().send_task(FINISH_ENSEMBLE_TASK, args=[job_id], queue=QUEUE)
 
 
-def enqueue_build_ensemble(ensemble_id: str) -> None:
-    producer().send_task(BUILD_ENSEMBLE_TASK, args=[ensemble_id], queue=QUEUE)
+def enqueue_build_ensemble(ensemble_id: str, celery: Celery | None = None) -> None:
+    (celery or producer()).send_task(BUILD_ENSEMBLE_TASK, args=[ensemble_id], queue=QUEUE)
 
 
 def enqueue_webhook(delivery_id: str) -> None:

@@ -29,18 +29,14 @@ def cancel_key(job_id: str) -> str:
     return f"trainyard:job:{job_id}:cancel"
 
 
-@lru_cache
-def get_redis() -> redis.Redis:
-    return redis.Redis.from_url(
-        get_settings().redis_url, decode_responses=True, socket_timeout=10, health_check_interval=30
-    )
+def make_redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, health_check_interval=30)
 
 
-@lru_cache
-def get_async_redis() -> redis.asyncio.Redis:
+def make_async_redis(url: str) -> redis.asyncio.Redis:
     """For the API's event streams: one blocked XREAD per follower must not hold a thread."""
     return redis.asyncio.Redis.from_url(
-        get_settings().redis_url,
+        url,
         decode_responses=True,
         socket_timeout=30,
         health_check_interval=30,
@@ -48,6 +44,17 @@ def get_async_redis() -> redis.asyncio.Redis:
         # the 101st follower wait for one.
         max_connections=10_000,
     )
+
+
+@lru_cache
+def get_redis() -> redis.Redis:
+    """The process's client (the worker's), on the process's settings."""
+    return make_redis(get_settings().redis_url)
+
+
+@lru_cache
+def get_async_redis() -> redis.asyncio.Redis:
+    return make_async_redis(get_settings().redis_url)
 
 
 @dataclass(frozen=True)

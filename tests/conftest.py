@@ -6,11 +6,13 @@ import ipaddress
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
+from tests.in_process_api import InProcessApi, stack_settings
 from tests.live_stack import LiveStack
 from trainyard.services import start_private_redis
 
@@ -92,6 +94,36 @@ def api_only(tmp_path_factory) -> Iterator[LiveStack]:
     yield live
     live.stop()
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def start_in_process_api(tmp_path_factory) -> Iterator[Callable[..., InProcessApi]]:
+    """Starts apps in this process, each on a SQLite file and a private Redis of its own (so that what it
+    queues can be counted); `variables` (TRAINYARD_* as a LiveStack takes them) and settings fields
+    override TEST_SETTINGS. All are stopped after the module."""
+    started: list[tuple[InProcessApi, Any]] = []
+
+    def start(variables: dict[str, str] | None = None, **fields: Any) -> InProcessApi:
+        home = tmp_path_factory.mktemp("in-process-api")
+        server = start_private_redis(home / "redis")
+        try:
+            api = InProcessApi(stack_settings(home, server.url, variables, **fields))
+        except BaseException:
+            server.stop()
+            raise
+        started.append((api, server))
+        return api
+
+    yield start
+    for api, server in started:
+        api.stop()
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def in_process_api(start_in_process_api) -> InProcessApi:
+    """The API in this process with the tests' settings and no worker: what it enqueues stays queued."""
+    return start_in_process_api()
 
 
 @pytest.fixture(scope="session")

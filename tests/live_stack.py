@@ -8,12 +8,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import redis
 
-from store.queue import QUEUE
+from tests.stack_client import StackClient
 from trainyard.services import free_port
 
 # Short leases and frequent flushes so that recovery and cancellation are observable in seconds.
@@ -30,7 +29,7 @@ TEST_SETTINGS = {
 CLI = [sys.executable, "-m", "trainyard.cli"]
 
 
-class LiveStack:
+class LiveStack(StackClient):
     def __init__(
         self, home: Path, database_url: str, redis_url: str, settings: dict[str, str] | None = None
     ) -> None:
@@ -103,36 +102,8 @@ class LiveStack:
         path = self.home / name
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def queued_messages(self) -> int:
-        return self.redis.llen(QUEUE)
-
-    # ---- client helpers
-
-    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        response = self.http.post("/v1/jobs", json=spec)
-        assert response.status_code == 202, response.text
-        return response.json()
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        response = self.http.get(f"/v1/jobs/{job_id}")
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def wait_for(self, job_id: str, predicate, timeout: float = 120, poll: float = 0.1) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.job(job_id)
-            if predicate(job):
-                return job
-            time.sleep(poll)
-        worker_logs = "\n".join(self.log(f"worker-{i}.log")[-3000:] for i in range(len(self.workers)))
-        raise TimeoutError(f"job {job_id} never got there; last seen {job}\n{worker_logs}")
-
-    def wait_finished(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
-        return self.wait_for(job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"), timeout)
-
-    def curve(self, job_id: str) -> list[dict[str, Any]]:
-        return self.http.get(f"/v1/jobs/{job_id}/metrics").json()["points"]
+    def diagnostics(self) -> str:
+        return "\n".join(self.log(f"worker-{i}.log")[-3000:] for i in range(len(self.workers)))
 
     def stop(self) -> None:
         for process in [*self.workers, self.api_process]:

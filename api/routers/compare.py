@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from api.auth import current_tenant
 from api.curves import read_job_points
 from api.deps import RedisDep, SessionDep, TenantDep
 from api.downsample import downsample_curve
+from api.field_errors import invalid
 from store import jobs
+from store.states import JobStatus
 from store.tables import Job
 
 router = APIRouter(prefix="/v1/compare", tags=["compare"], dependencies=[Depends(current_tenant)])
@@ -35,7 +36,7 @@ class LegendSpec(BaseModel):
 class ComparedJob(BaseModel):
     id: str
     name: str
-    status: str
+    status: JobStatus
     spec: LegendSpec
 
     @classmethod
@@ -69,19 +70,14 @@ class CompareOut(BaseModel):
     series: dict[str, AlignedSeries] = Field(description="per curve name (train_loss, val_acc, ...)")
 
 
-def _invalid(field: str, message: str, value: Any) -> RequestValidationError:
-    error = {"type": "value_error", "loc": ("query", field), "msg": message, "input": value}
-    return RequestValidationError([error])
-
-
 def _parse_ids(raw: str) -> list[str]:
     ids = [part.strip() for part in raw.split(",")]
     if any(not i for i in ids):
-        raise _invalid("jobs", "job ids are separated by single commas, none of them empty", raw)
+        raise invalid(("query", "jobs"), "job ids are separated by single commas, none of them empty", raw)
     if not MIN_JOBS <= len(ids) <= MAX_JOBS:
-        raise _invalid("jobs", f"give {MIN_JOBS} to {MAX_JOBS} job ids, not {len(ids)}", raw)
+        raise invalid(("query", "jobs"), f"give {MIN_JOBS} to {MAX_JOBS} job ids, not {len(ids)}", raw)
     if len(set(ids)) != len(ids):
-        raise _invalid("jobs", "each job may be named once", raw)
+        raise invalid(("query", "jobs"), "each job may be named once", raw)
     return ids
 
 
@@ -90,7 +86,8 @@ def _parse_names(raw: str | None) -> list[str] | None:
         return None
     names = [part.strip() for part in raw.split(",")]
     if any(not name for name in names):
-        raise _invalid("names", "curve names are separated by single commas, none of them empty", raw)
+        message = "curve names are separated by single commas, none of them empty"
+        raise invalid(("query", "names"), message, raw)
     return list(dict.fromkeys(names))
 
 

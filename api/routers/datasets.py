@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import current_tenant
 from api.body_limit import read_body
-from api.deps import SessionDep, SettingsDep, TenantDep
-from api.limits import PageSize
+from api.deps import ResourcesDep, SessionDep, TenantDep
+from api.field_errors import invalid
+from api.limits import page_size
+from api.resources import ApiResources
 from api.schemas import UtcModel
 from models.uploads import UploadError, check_upload
 from store import uploads
-from store.db import new_session
-from store.settings import Settings
 from store.tables import Dataset
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depends(current_tenant)])
@@ -55,7 +55,7 @@ class DatasetList(BaseModel):
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetOut, openapi_extra=UPLOAD_BODY)
 async def upload_dataset(
     request: Request,
-    settings: SettingsDep,
+    resources: ResourcesDep,
     tenant: TenantDep,
     name: str = Query(min_length=1, max_length=120, pattern=r"^[^\x00-\x1f\x7f]+$", description="a label"),
 ) -> DatasetOut:
@@ -65,20 +65,20 @@ async def upload_dataset(
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"send the .npz as {' or '.join(NPZ_TYPES)}"
         )
-    body = await read_body(request, settings.max_upload_bytes)
+    body = await read_body(request, resources.settings.max_upload_bytes)
     # Checking and saving take CPU and disk time: off the event loop.
-    return await run_in_threadpool(_store, body, name, tenant, settings)
+    return await run_in_threadpool(_store, resources, body, name, tenant)
 
 
-def _store(body: bytes, name: str, tenant: str, settings: Settings) -> DatasetOut:
+def _store(resources: ApiResources, body: bytes, name: str, tenant: str) -> DatasetOut:
+    settings = resources.settings
     try:
         upload = check_upload(body, settings.max_upload_inflated_bytes)
     except UploadError as exc:
         if exc.status == status.HTTP_422_UNPROCESSABLE_CONTENT:
-            error = {"type": "value_error", "loc": ("body", *exc.loc), "msg": exc.message, "input": None}
-            raise RequestValidationError([error]) from exc
+            raise invalid(("body", *exc.loc), exc.message) from exc
         raise HTTPException(exc.status, exc.message) from exc
-    with new_session() as session:
+    with resources.sessions() as session:
         dataset = uploads.create_dataset(
             session, upload, body=body, name=name, tenant=tenant, data_dir=settings.data_dir
         )
@@ -87,7 +87,9 @@ def _store(body: bytes, name: str, tenant: str, settings: Settings) -> DatasetOu
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(session: SessionDep, tenant: TenantDep, limit: PageSize = 100) -> DatasetList:
+def list_datasets(
+    session: SessionDep, tenant: TenantDep, limit: Annotated[int, page_size(100)]
+) -> DatasetList:
     return DatasetList(items=[DatasetOut.of(d) for d in uploads.list_datasets(session, tenant, limit)])
 
 

@@ -5,28 +5,28 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api import submissions
 from api.auth import current_tenant
 from api.body_limit import read_body
-from api.deps import SessionDep, SettingsDep, TenantDep
-from api.idempotency import IdempotencyKeyHeader, Idempotent, commit_or_replay
-from api.limits import PageSize, ensemble_limit_errors
-from api.predictors import predictor_cache
+from api.deps import ResourcesDep, SessionDep, TenantDep
+from api.field_errors import invalid
+from api.idempotency import IdempotencyKeyHeader
+from api.limits import page_size
+from api.resources import ApiResources
 from api.schemas import EnsembleIn, EnsembleOut, PredictionOut
-from models.ensemble import EnsemblePredictor, Member, check_members
-from models.spec import SpecError
+from models.ensemble import EnsemblePredictor, Member
 from store import ensembles
 from store.artifacts import load_weights
-from store.db import new_session
-from store.queue import enqueue_build_ensemble
-from store.settings import Settings
+from store.states import EnsembleStatus
 from store.tables import Ensemble
 
 router = APIRouter(prefix="/v1/ensembles", tags=["ensembles"], dependencies=[Depends(current_tenant)])
@@ -52,11 +52,7 @@ PREDICT_BODY = {
 }
 
 
-def _invalid(loc: tuple, message: str) -> RequestValidationError:
-    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": message, "input": None}])
-
-
-def _ensemble_or_404(session, ensemble_id: str, tenant: str) -> Ensemble:
+def _ensemble_or_404(session: Session, ensemble_id: str, tenant: str) -> Ensemble:
     ensemble = ensembles.get_ensemble(session, ensemble_id, tenant)
     if ensemble is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"ensemble {ensemble_id} not found")
@@ -68,54 +64,22 @@ def create_ensemble(
     body: EnsembleIn,
     response: Response,
     session: SessionDep,
+    resources: ResourcesDep,
     tenant: TenantDep,
-    settings: SettingsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> EnsembleOut | Response:
     """Combine stored runs; the members are checked now, the evaluation runs on a worker (status building)."""
-    ttl_s = settings.idempotency_ttl_s
-    idempotent = Idempotent.of(session, tenant, "ensembles", idempotency_key, body, ttl_s)
-    if idempotent is not None and (replay := idempotent.replay()) is not None:
-        return replay
-    if errors := ensemble_limit_errors(len(body.members), settings):
-        raise RequestValidationError(errors)
-    refs = body.refs()
-    try:
-        sources = ensembles.resolve_members(session, refs, tenant)  # another tenant's run is unknown
-        # Shapes and metadata only, from the files' headers: no weights are loaded here.
-        check_members([_header_member(index, source) for index, source in enumerate(sources)], body.method)
-    except SpecError as exc:
-        raise _invalid(("body", *exc.loc), exc.message) from exc
-    name = body.name or f"{body.method} of {len(refs)} members"
-    ensemble = ensembles.create_ensemble(session, name=name, method=body.method, refs=refs, tenant=tenant)
-    answer, location = EnsembleOut.of(ensemble), f"/v1/ensembles/{ensemble.id}"
-    if idempotent is not None:
-        idempotent.remember(status.HTTP_201_CREATED, location, answer)
-    if (replay := commit_or_replay(session, idempotent)) is not None:
-        return replay  # the same key and body, committed first by a concurrent request
-    try:
-        enqueue_build_ensemble(ensemble.id)
-    except Exception as exc:  # the broker is away: take it back rather than leave it building forever
-        session.delete(ensemble)
-        if idempotent is not None:
-            idempotent.forget()
-        session.commit()
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the job queue is unavailable") from exc
-    response.headers["Location"] = location
-    return answer
-
-
-def _header_member(index: int, source: ensembles.MemberSource) -> Member:
-    try:
-        return Member(source.shapes(), source.meta())
-    except Exception as exc:  # a missing or torn file is the member's problem, not a server error
-        raise SpecError(
-            ("members", index), f"the stored weights of run {source.ref['run_id']} cannot be read"
-        ) from exc
+    submitted = submissions.submit_ensemble(session, resources, tenant, body, idempotency_key)
+    if isinstance(submitted, Response):
+        return submitted  # the first answer to this Idempotency-Key
+    response.headers["Location"] = submitted.location
+    return submitted.answer
 
 
 @router.get("", response_model=list[EnsembleOut])
-def list_ensembles(session: SessionDep, tenant: TenantDep, limit: PageSize = 20) -> list[EnsembleOut]:
+def list_ensembles(
+    session: SessionDep, tenant: TenantDep, limit: Annotated[int, page_size(20)]
+) -> list[EnsembleOut]:
     query = (
         select(Ensemble)
         .where(Ensemble.tenant == tenant)
@@ -143,9 +107,10 @@ def download_weights(ensemble_id: str, session: SessionDep, tenant: TenantDep) -
 
 @router.post("/{ensemble_id}/predict", response_model=PredictionOut, openapi_extra=PREDICT_BODY)
 async def predict(
-    ensemble_id: str, request: Request, settings: SettingsDep, tenant: TenantDep
+    ensemble_id: str, request: Request, resources: ResourcesDep, tenant: TenantDep
 ) -> PredictionOut:
     """Probabilities and labels of the ensemble for raw inputs, preprocessed as in training."""
+    settings = resources.settings
     body = await read_body(request, settings.max_predict_bytes)
     inputs = _parse_inputs(body, request.headers.get("content-type", "application/json"))
     if len(inputs) > settings.max_predict_batch:
@@ -154,7 +119,7 @@ async def predict(
             f"{len(inputs)} inputs in one request; at most {settings.max_predict_batch}",
         )
     # Loading members and running the networks block: off the event loop.
-    return await run_in_threadpool(_predict, ensemble_id, inputs, settings, tenant)
+    return await run_in_threadpool(_predict, resources, ensemble_id, inputs, tenant)
 
 
 def _parse_inputs(body: bytes, content_type: str) -> np.ndarray:
@@ -163,42 +128,42 @@ def _parse_inputs(body: bytes, content_type: str) -> np.ndarray:
         try:
             inputs = np.load(io.BytesIO(body), allow_pickle=False)
         except Exception as exc:  # whatever the bytes are, they are not an .npy array
-            raise _invalid(("body",), "not a .npy file") from exc
+            raise invalid(("body",), "not a .npy file") from exc
     else:
         try:
             document = json.loads(body)
         except ValueError as exc:
-            raise _invalid(("body",), "not JSON") from exc
+            raise invalid(("body",), "not JSON") from exc
         if not isinstance(document, dict) or set(document) != {"inputs"}:
-            raise _invalid(("body",), 'the body must be {"inputs": [...]}')
+            raise invalid(("body",), 'the body must be {"inputs": [...]}')
         try:
             inputs = np.asarray(document["inputs"], dtype=np.float32)
         except (ValueError, TypeError) as exc:  # ragged lists, strings, nulls
-            raise _invalid(("body", "inputs"), shape_error) from exc
+            raise invalid(("body", "inputs"), shape_error) from exc
     if inputs.ndim != 4 or inputs.dtype.kind not in "fiub" or 0 in inputs.shape:
-        raise _invalid(("body", "inputs"), f"{shape_error}, got shape {list(inputs.shape)}")
+        raise invalid(("body", "inputs"), f"{shape_error}, got shape {list(inputs.shape)}")
     if not np.isfinite(inputs).all():
-        raise _invalid(("body", "inputs"), "inputs must be finite numbers")
+        raise invalid(("body", "inputs"), "inputs must be finite numbers")
     return inputs
 
 
-def _predict(ensemble_id: str, inputs: np.ndarray, settings: Settings, tenant: str) -> PredictionOut:
-    with new_session() as session:
+def _predict(resources: ApiResources, ensemble_id: str, inputs: np.ndarray, tenant: str) -> PredictionOut:
+    with resources.sessions() as session:
         ensemble = _ensemble_or_404(session, ensemble_id, tenant)
-        if ensemble.status == "failed":
+        if ensemble.status == EnsembleStatus.FAILED:
             raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} failed: {ensemble.error}")
-        if ensemble.method == "weights" and ensemble.status != "ready":
+        if ensemble.method == "weights" and ensemble.status != EnsembleStatus.READY:
             raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} is still being averaged")
-        predictor = predictor_cache().get(ensemble.id, lambda: _load_predictor(session, ensemble))
+        predictor = resources.predictors.get(ensemble.id, lambda: _load_predictor(session, ensemble))
     try:
         x = predictor.preprocess(inputs)
     except ValueError as exc:
-        raise _invalid(("body", "inputs"), str(exc)) from exc
+        raise invalid(("body", "inputs"), str(exc)) from exc
     probs = predictor.predict_proba(x)
     return PredictionOut(probs=probs.tolist(), labels=probs.argmax(1).tolist())
 
 
-def _load_predictor(session, ensemble: Ensemble) -> EnsemblePredictor:
+def _load_predictor(session: Session, ensemble: Ensemble) -> EnsemblePredictor:
     if ensemble.method == "weights":
         # Averaged (and batch-norm recomputed) once on the worker: one network, predicted as it is.
         return EnsemblePredictor([Member(*load_weights(Path(ensemble.weights_path)))], "mean_logits")

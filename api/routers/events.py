@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import AsyncIterator
-from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
@@ -21,15 +20,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import current_tenant
 from api.curves import read_job_points
-from api.deps import TenantDep
-from api.job_cache import get_job_answers
-from api.job_feeds import Framed, JobFeed, JobFeeds, ended, frame, sse
-from api.routers.jobs import load_answer, tenants_answer
+from api.deps import ResourcesDep, TenantDep
+from api.job_feeds import Framed, JobFeed, ended, frame, sse
+from api.job_view import read_answer, tenants_answer
+from api.resources import ApiResources
 from api.schemas import JobOut
 from store import jobs, streams
-from store.db import new_session
-from store.settings import get_settings
-from store.tables import TERMINAL
+from store.states import TERMINAL, JobKind
 
 router = APIRouter(prefix="/v1/jobs", tags=["events"], dependencies=[Depends(current_tenant)])
 
@@ -43,14 +40,9 @@ SQL_EVERY_S = 10.0
 RETRY_MS = 2000
 
 
-@lru_cache
-def get_job_feeds() -> JobFeeds:
-    return JobFeeds(streams.get_async_redis(), get_settings().sse_batch_s)
-
-
-def finished_points(job_id: str, after: str | None) -> list[dict[str, Any]]:
-    with new_session() as session:
-        return read_job_points(session, streams.get_redis(), jobs.get_job(session, job_id), after=after)
+def finished_points(resources: ApiResources, job_id: str, after: str | None) -> list[dict[str, Any]]:
+    with resources.sessions() as session:
+        return read_job_points(session, resources.redis, jobs.get_job(session, job_id), after=after)
 
 
 def status_event(job: JobOut) -> bytes:
@@ -68,14 +60,9 @@ def done_event(job: JobOut) -> bytes:
     return format_sse_event(data_str=job.model_dump_json(), event="done")
 
 
-async def job_now(job_id: str, fresh: bool = False) -> JobOut:
+async def job_now(resources: ApiResources, job_id: str, fresh: bool = False) -> JobOut:
     """The job's row, from the answer cache (a moment old at most) unless `fresh`, or if that is not final."""
-    answers = get_job_answers()
-    answer = await answers.get(job_id, load_answer)
-    if fresh and not answer.finished:
-        answers.forget(job_id)
-        answer = await answers.get(job_id, load_answer)
-    return answer.job
+    return (await read_answer(resources, job_id, fresh)).job
 
 
 @router.get(
@@ -89,6 +76,7 @@ async def job_now(job_id: str, fresh: bool = False) -> JobOut:
 )
 async def follow_job(
     job_id: str,
+    resources: ResourcesDep,
     tenant: TenantDep,
     last_event_id: Annotated[str | None, Header(pattern=STREAM_ID)] = None,
     after: Annotated[
@@ -97,25 +85,26 @@ async def follow_job(
     ] = None,
 ) -> EventSourceResponse:
     # Read before the stream opens, so that an unknown job is a plain 404 and not a broken stream.
-    answer = await tenants_answer(job_id, tenant)
+    answer = await tenants_answer(resources, job_id, tenant)
     # Framed here (with FastAPI's formatter) rather than yielded one by one to FastAPI's SSE machinery:
     # what is new to a follower goes out as one chunk, several times cheaper per event.
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return EventSourceResponse(job_events(answer.job, last_event_id or after), headers=headers)
+    events = job_events(resources, answer.job, last_event_id or after)
+    return EventSourceResponse(events, headers=headers)
 
 
-async def job_events(job: JobOut, cursor: str | None) -> AsyncIterator[bytes]:
+async def job_events(resources: ApiResources, job: JobOut, cursor: str | None) -> AsyncIterator[bytes]:
     yield status_event(job)
     if job.status in TERMINAL:
-        points = await run_in_threadpool(finished_points, job.id, cursor)
+        points = await run_in_threadpool(finished_points, resources, job.id, cursor)
         yield b"".join(sse("metric", point, point["id"]) for point in points) + done_event(job)
         return
     cursor = cursor or "0-0"
-    async with get_job_feeds().follow(job.id, cursor) as (earlier, feed):
+    async with resources.feeds.follow(job.id, cursor) as (earlier, feed):
         # The feed's entries up to the cursor were sent before (the follower resumed past the feed's start).
         ids = [streams.stream_id_key(item.stream_id) for item in feed.items]
         sent = bisect.bisect_right(ids, streams.stream_id_key(cursor))
-        async for chunk in follow_feed(job, cursor, earlier, feed, sent):
+        async for chunk in follow_feed(resources, job, cursor, earlier, feed, sent):
             yield chunk
 
 
@@ -124,11 +113,11 @@ def last_status_in(batch: list[Framed], default: str) -> str:
 
 
 async def follow_feed(
-    job: JobOut, cursor: str, earlier: list[Framed], feed: JobFeed, sent: int
+    resources: ApiResources, job: JobOut, cursor: str, earlier: list[Framed], feed: JobFeed, sent: int
 ) -> AsyncIterator[bytes]:
     """`earlier`, then the feed's items from index `sent` on, with status from SQL where Redis is silent."""
     last_status, last_step = job.status, job.progress.step
-    heartbeat_s = get_settings().sse_heartbeat_s
+    heartbeat_s = resources.settings.sse_heartbeat_s
     last_sent = last_sql_read = time.monotonic()
     batch = earlier
     while True:
@@ -138,7 +127,7 @@ async def follow_feed(
         now = time.monotonic()
         if not finished and now - last_sql_read >= (SQL_EVERY_S if batch else QUIET_SQL_EVERY_S):
             last_sql_read = now
-            row = await job_now(job.id)
+            row = await job_now(resources, job.id)
             if row.status in TERMINAL:
                 # Whatever Redis had before the end is sent first, read from Redis itself: entries
                 # written just before the end may still be on their way to the feed.
@@ -149,13 +138,13 @@ async def follow_feed(
                 last_status = last_status_in(rest, last_status)
                 finished = True
             # An ensemble job's progress is its members': only SQL sees it move.
-            moved = row.kind == "ensemble" and row.progress.step != last_step
+            moved = row.kind == JobKind.ENSEMBLE and row.progress.step != last_step
             if row.status != last_status or moved:
                 last_status, last_step = row.status, row.progress.step
                 synthesized.append(status_event(row))
         chunk = [item.event for item in batch] + synthesized
         if finished:
-            chunk.append(done_event(await job_now(job.id, fresh=True)))
+            chunk.append(done_event(await job_now(resources, job.id, fresh=True)))
         elif not chunk and now - last_sent >= heartbeat_s:
             chunk.append(format_sse_event(comment="ping"))
         if batch:

@@ -12,6 +12,7 @@ from api.auth import current_tenant
 from api.deps import SessionDep, TenantDep
 from api.schemas import UtcModel
 from store import jobs, webhooks
+from store.states import DeliveryStatus
 from store.tables import WebhookDelivery
 
 router = APIRouter(prefix="/v1/jobs", tags=["webhooks"], dependencies=[Depends(current_tenant)])
@@ -31,7 +32,9 @@ class WebhookDeliveryOut(UtcModel):
     id: str = Field(description="sent as X-Trainyard-Delivery: the same for every attempt, to deduplicate")
     event: str = Field(description="job.succeeded, job.failed or job.cancelled")
     url: str
-    status: str = Field(description="pending (more attempts to come), delivered or failed (gave up)")
+    status: DeliveryStatus = Field(
+        description="pending (more attempts to come), delivered or failed (gave up)"
+    )
     attempts: int
     next_attempt_at: datetime | None = Field(description="when the next attempt is due, while pending")
     last_status_code: int | None
@@ -49,7 +52,7 @@ class WebhookDeliveryOut(UtcModel):
             url=delivery.url,
             status=delivery.status,
             attempts=delivery.attempts,
-            next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
+            next_attempt_at=delivery.next_attempt_at if delivery.status == DeliveryStatus.PENDING else None,
             last_status_code=delivery.last_status_code,
             last_error=delivery.last_error,
             created_at=delivery.created_at,

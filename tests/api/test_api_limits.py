@@ -1,17 +1,16 @@
-"""Limits and hostile bodies: refused before anything is stored or queued (API with no worker)."""
+"""Limits and hostile bodies: refused before anything is stored or queued (the app in-process, no worker)."""
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.factories import lenet_spec, training
-from tests.live_stack import TEST_SETTINGS, LiveStack
-from trainyard.services import start_private_redis
+from tests.in_process_api import InProcessApi
+from tests.live_stack import TEST_SETTINGS
 
 JSON = {"Content-Type": "application/json"}
 BODY_LIMIT = 64 * 1024
@@ -48,18 +47,12 @@ HEAVY_CONVS = {
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory) -> Iterator[LiveStack]:
+def limited(start_in_process_api) -> InProcessApi:
     """An API with small limits and no worker: what it queues stays queued, where it can be counted."""
-    server = start_private_redis(tmp_path_factory.mktemp("limits-redis"))
-    home = tmp_path_factory.mktemp("limits")
-    live = LiveStack(home, f"sqlite:///{home / 'trainyard.db'}", server.url, settings=TEST_SETTINGS | LIMITS)
-    live.start_api()
-    yield live
-    live.stop()
-    server.stop()
+    return start_in_process_api(TEST_SETTINGS | LIMITS)
 
 
-def tenant_client(stack: LiveStack, tenant: str) -> httpx.Client:
+def tenant_client(stack: InProcessApi, tenant: str) -> httpx.Client:
     key = stack.new_key(tenant)
     return httpx.Client(base_url=stack.url, timeout=30, headers={"Authorization": f"Bearer {key}"})
 
@@ -174,7 +167,7 @@ def test_a_body_over_the_limit_is_a_413_with_content_length_or_chunked(limited):
     assert limited.queued_messages() == queued
 
 
-def raw_status(stack: LiveStack, head: str, body_parts: list[bytes]) -> int:
+def raw_status(stack: InProcessApi, head: str, body_parts: list[bytes]) -> int:
     """Send a request head and some body bytes, never finishing the body; the status that answers."""
     with socket.create_connection(("127.0.0.1", stack.port), timeout=15) as sock:
         sock.sendall(head.encode())

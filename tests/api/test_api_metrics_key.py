@@ -5,21 +5,16 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.live_stack import TEST_SETTINGS, LiveStack
+from tests.in_process_api import InProcessApi
 
 
 @pytest.fixture(scope="module")
-def keyed_metrics(tmp_path_factory, redis_server):
-    home = tmp_path_factory.mktemp("metrics-key")
-    settings = TEST_SETTINGS | {"TRAINYARD_METRICS_NEED_KEY": "true"}
-    live = LiveStack(home, f"sqlite:///{home / 'trainyard.db'}", redis_server, settings=settings)
-    live.start_api()
-    yield live
-    live.stop()
+def keyed_metrics(start_in_process_api) -> InProcessApi:
+    return start_in_process_api(metrics_need_key=True)
 
 
-def test_metrics_need_no_key_by_default(stack):
-    response = httpx.get(f"{stack.url}/metrics")
+def test_metrics_need_no_key_by_default(in_process_api):
+    response = httpx.get(f"{in_process_api.url}/metrics")
     assert response.status_code == 200 and "trainyard_queue_depth" in response.text
 
 

@@ -10,23 +10,23 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.live_stack import LiveStack
+from tests.in_process_api import InProcessApi
 
 CHECKS = [not_a_server_error, response_schema_conformance]
 EXAMPLES_PER_OPERATION = 20
 
 
 @pytest.fixture(scope="module")
-def api_headers(api_only: LiveStack) -> dict[str, str]:
+def api_headers(in_process_api: InProcessApi) -> dict[str, str]:
     """What every generated request carries (the one place for credentials)."""
-    return {"Authorization": f"Bearer {api_only.api_key}"}
+    return {"Authorization": f"Bearer {in_process_api.api_key}"}
 
 
-def test_every_operation_answers_as_documented(api_only: LiveStack, api_headers: dict[str, str]):
+def test_every_operation_answers_as_documented(in_process_api: InProcessApi, api_headers: dict[str, str]):
     # The API without a worker (the real app, Redis and SQLite): generated jobs are queued, never trained.
     # A loop over operations rather than schemathesis' pytest plugin: the schema exists only once the
     # stack runs, and the plugin's lazy (fixture) mode does not work with this pytest.
-    schema = schemathesis.openapi.from_url(f"{api_only.url}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{in_process_api.url}/openapi.json")
     failures = []
     for result in schema.get_all_operations():
         operation = result.ok()

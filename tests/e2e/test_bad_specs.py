@@ -140,30 +140,30 @@ BAD_SPECS = [
 
 
 @pytest.mark.parametrize("spec, loc", [case[1:] for case in BAD_SPECS], ids=[case[0] for case in BAD_SPECS])
-def test_bad_spec_is_422_with_the_field_path(api_only, spec, loc):
-    response = api_only.http.post("/v1/jobs", json=spec)
+def test_bad_spec_is_422_with_the_field_path(in_process_api, spec, loc):
+    response = in_process_api.http.post("/v1/jobs", json=spec)
     assert response.status_code == 422, response.text
     errors = response.json()["detail"]
     assert any(error["loc"][: len(loc)] == loc for error in errors), errors
     assert all(error["msg"] for error in errors)
 
 
-def test_bad_specs_leave_nothing_behind(api_only):
-    # Runs after the cases above (same module): the API has no worker, so a queued message would stay.
+def test_bad_specs_leave_nothing_behind(in_process_api):
+    # Runs after the cases above (same module): the app has no worker, so a queued message would stay.
     assert len(BAD_SPECS) >= 20
-    assert api_only.http.get("/v1/jobs").json()["items"] == []
-    assert api_only.queued_messages() == 0
+    assert in_process_api.http.get("/v1/jobs").json()["items"] == []
+    assert in_process_api.queued_messages() == 0
 
 
-def test_not_json_is_422(api_only):
-    response = api_only.http.post(
+def test_not_json_is_422(in_process_api):
+    response = in_process_api.http.post(
         "/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert response.status_code == 422
 
 
-def test_catalog_lists_every_choice(api_only):
-    catalog = api_only.http.get("/v1/catalog").json()
+def test_catalog_lists_every_choice(in_process_api):
+    catalog = in_process_api.http.get("/v1/catalog").json()
     assert {p["name"] for p in catalog["presets"]} >= {"lenet5", "alexnet"}
     assert [o["type"] for o in catalog["optimizers"]] == [
         "sgd",
@@ -178,8 +178,8 @@ def test_catalog_lists_every_choice(api_only):
     assert catalog["dropout_modes"] == ["inverted", "vanilla"]
 
 
-def test_dataset_without_its_files_is_refused(api_only):
-    response = api_only.http.post("/v1/jobs", json=lenet_spec(dataset={"name": "mnist"}))
+def test_dataset_without_its_files_is_refused(in_process_api):
+    response = in_process_api.http.post("/v1/jobs", json=lenet_spec(dataset={"name": "mnist"}))
     assert response.status_code == 422
     [error] = response.json()["detail"]
     assert error["loc"] == ["body", "dataset", "name"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -106,34 +105,6 @@ def test_a_finished_job_replays_from_sql_when_redis_has_let_the_stream_go(stack,
     assert [e.id for e in after if e.event == "metric"] == with_ids(
         [e for e in replay if e.event == "metric"]
     )[11:]
-
-
-def test_a_queued_job_cancelled_ends_its_stream(api_only):
-    job = api_only.submit(lenet_spec())  # no worker: it stays queued
-    started = time.monotonic()
-    with httpx.Client(base_url=api_only.url, timeout=30, headers=api_only.http.headers) as http:
-        with connect_sse(http, "GET", f"/v1/jobs/{job['id']}/events") as source:
-            events = source.iter_sse()
-            assert next(events).json()["status"] == "queued"
-            assert http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
-            rest = list(events)
-    assert [e.event for e in rest] == ["status", "done"]
-    assert rest[-1].json()["status"] == "cancelled"
-    assert time.monotonic() - started < 10
-
-
-def test_an_idle_stream_gets_heartbeats(api_only):
-    job = api_only.submit(lenet_spec())
-    with httpx.Client(base_url=api_only.url, timeout=30, headers=api_only.http.headers) as http:
-        with http.stream("GET", f"/v1/jobs/{job['id']}/events") as response:
-            lines = []
-            for line in response.iter_lines():
-                lines.append(line)
-                if line.startswith(":"):
-                    break
-    assert lines[-1].startswith(":"), "a comment line keeps proxies from closing the stream"
-    http_ok = api_only.http.post(f"/v1/jobs/{job['id']}/cancel")
-    assert http_ok.status_code == 202
 
 
 def test_unknown_jobs_and_bad_ids_are_refused(stack):

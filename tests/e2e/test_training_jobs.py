@@ -113,13 +113,6 @@ def test_cancel_a_running_job_then_the_worker_takes_the_next(stack):
     assert next_job["status"] == "succeeded"
 
 
-def test_cancel_a_queued_job(api_only):
-    job = api_only.submit(lenet_spec())
-    response = api_only.http.post(f"/v1/jobs/{job['id']}/cancel")
-    assert response.status_code == 202
-    assert response.json()["status"] == "cancelled"
-
-
 def test_lost_worker_resumes_from_checkpoint(stack):
     """kill -9 the worker after the first checkpoint: the next worker finishes the job, not from zero."""
     spec = lenet_spec(training=training(epochs=12, batch_size=16))
