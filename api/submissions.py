@@ -76,7 +76,7 @@ def _create_job(session: Session, resources: ApiResources, tenant: str, spec: Jo
     with spec_errors_as_422():
         uploads.check_dataset_access(session, spec.dataset, tenant)  # before its file is read
         # Built on the meta device: shapes and sizes are known before anything is stored or queued.
-        summary = inspect_model(spec)
+        summary = inspect_model(spec, settings.data_dir)
         ensure_available(spec.dataset, settings.data_dir)
     if errors := job_limit_errors(spec, summary, settings) + notify_url_errors(spec, settings):
         raise RequestValidationError(errors)

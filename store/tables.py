@@ -10,9 +10,7 @@ from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Int
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from store.states import TERMINAL, DeliveryStatus, EnsembleStatus, JobKind, JobStatus
-
-__all__ = ["TERMINAL"]  # a job in one of these states has ended for good (store/states.py)
+from store.states import DeliveryStatus, EnsembleStatus, JobKind, JobStatus
 
 
 def utcnow() -> datetime:
