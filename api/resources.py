@@ -60,12 +60,13 @@ class ApiResources:
     def of(cls, settings: Settings) -> ApiResources:
         """Connections are opened on first use: building this reaches neither the database nor Redis."""
         async_client = make_async_redis(settings.redis_url)
+        producer = make_celery(settings)
         return cls(
             settings=settings,
-            sessions=make_session_factory(settings),
+            sessions=make_session_factory(settings, producer),
             redis=make_redis(settings.redis_url),
             async_redis=async_client,
-            producer=make_celery(settings),
+            producer=producer,
             session_slots=SessionSlots(settings.db_pool_size),
             job_answers=JobAnswers(settings.job_cache_s),
             predictors=PredictorCache(settings.predictor_cache_mb * 2**20),

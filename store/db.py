@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
+from celery import Celery
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,9 +41,16 @@ def get_engine() -> Engine:
     return make_engine(get_settings().sqlalchemy_url)
 
 
-def make_session_factory(settings: Settings) -> sessionmaker[Session]:
-    """Sessions on an engine of their own, built from `settings` (an API app's), not the process's."""
-    return sessionmaker(make_engine(settings.sqlalchemy_url, settings.db_pool_size), expire_on_commit=False)
+# A session's `info` key for the Celery producer that what it commits is sent with (store/webhooks.py);
+# absent: the process's.
+PRODUCER_INFO = "trainyard.producer"
+
+
+def make_session_factory(settings: Settings, producer: Celery | None = None) -> sessionmaker[Session]:
+    """Sessions on an engine of their own, built from `settings` (an API app's), not the process's; what
+    they commit is sent to the queue with `producer`."""
+    engine = make_engine(settings.sqlalchemy_url, settings.db_pool_size)
+    return sessionmaker(engine, expire_on_commit=False, info={PRODUCER_INFO: producer})
 
 
 @lru_cache

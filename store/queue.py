@@ -66,5 +66,5 @@ def enqueue_build_ensemble(ensemble_id: str, celery: Celery | None = None) -> No
     (celery or producer()).send_task(BUILD_ENSEMBLE_TASK, args=[ensemble_id], queue=QUEUE)
 
 
-def enqueue_webhook(delivery_id: str) -> None:
-    producer().send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=QUEUE)
+def enqueue_webhook(delivery_id: str, celery: Celery | None = None) -> None:
+    (celery or producer()).send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=QUEUE)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from store.db import PRODUCER_INFO
 from store.queue import enqueue_webhook
 from store.states import TERMINAL, DeliveryStatus, JobKind
 from store.tables import Ensemble, Job, Run, WebhookAttempt, WebhookDelivery, utcnow
@@ -99,7 +100,7 @@ def _send_committed(session: Session) -> None:
     # Here rather than at each place that ends a job: whatever commits a delivery sends it, and only then.
     for delivery_id in session.info.pop(_TO_SEND, ()):
         try:
-            enqueue_webhook(delivery_id)
+            enqueue_webhook(delivery_id, celery=session.info.get(PRODUCER_INFO))
         except Exception:  # the broker is away: the recovery loops send it once it is due
             log.warning("webhook delivery %s: not sent to the broker; a recovery loop will", delivery_id)
 

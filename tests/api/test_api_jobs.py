@@ -79,3 +79,14 @@ def test_an_idle_stream_gets_heartbeats(in_process_api):
     assert lines[-1].startswith(":"), "a comment line keeps proxies from closing the stream"
     http_ok = in_process_api.http.post(f"/v1/jobs/{job['id']}/cancel")
     assert http_ok.status_code == 202
+
+
+def test_a_cancelled_queued_jobs_webhook_is_sent_to_the_apps_own_queue(in_process_api):
+    # The delivery is enqueued when the cancel commits, through the app's producer (its settings' Redis),
+    # never a process-wide one: with no worker here, it waits in this app's queue beside the job.
+    job = in_process_api.submit(lenet_spec(notify_url="http://127.0.0.1:9/hook"))
+    before = in_process_api.queued_messages()
+    assert in_process_api.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+    assert in_process_api.queued_messages() == before + 1
+    deliveries = in_process_api.http.get(f"/v1/jobs/{job['id']}/webhooks").json()
+    assert [d["event"] for d in deliveries["items"]] == ["job.cancelled"]
