@@ -14,7 +14,8 @@ from models.datasets import load_splits
 from models.optim import build_optimizer
 from models.spec import JobSpec
 from store.artifacts import load_checkpoint, save_checkpoint
-from worker.training import AVERAGED_SLOT, epoch_order, train
+from worker.averaging import AVERAGED_SLOT
+from worker.training import epoch_order, train
 
 CPU = torch.device("cpu")
 # Small enough to keep every step's weights for the hand-computed averages.
