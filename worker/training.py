@@ -1,10 +1,17 @@
-"""The training loop. It knows nothing of SQL or Redis: it reports through a `Reporter`."""
+"""The training loop. It knows nothing of SQL or Redis: it reports through a `Reporter`.
+
+One loop, `train_trainee`, trains a `Trainee`: one model (`OneModel`, here: `train()`), or K ensemble members
+stacked under vmap (worker/vectorized.py: `train_members()`). Seeding, batches, optimizer and schedule, the
+momentum ramp, parameter averaging, resume, reporting and the epoch-end states are written once, in the
+loop; a trainee holds only what differs: its networks, the parameters the optimizer updates, the forward and
+backward that give each member's loss, and how a member's checkpoint maps to its own part of the state.
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,14 +22,16 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, get_swa_multi_avg_fn, update_bn
+from torch.optim.swa_utils import update_bn
 
 from models.cnn import build_model
 from models.datasets import Splits
 from models.optim import apply_momentum_ramp, build_optimizer, build_schedule
-from models.spec import EnsembleSpec, JobSpec
+from models.spec import JobSpec
 from store.artifacts import TrainingState
+from store.states import StopReason
 from store.streams import Point
+from worker.averaging import ParameterAverage, averaging_start_epoch, averaging_update, split_averages
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +56,20 @@ class Diverged(Exception):
 
 
 class Stopped(Exception):
-    """The reporter asked the loop to stop (cancelled, or the attempt lost its lease)."""
+    """The reporter asked the loop to stop (cancelled, the worker shutting down, or the lease lost)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, reason: StopReason | str) -> None:
+        self.reason = StopReason(reason)  # a reporter may answer the plain string, which equals the member
+        super().__init__(self.reason)
 
 
 class Reporter(Protocol):
-    def report(self, points: list[Point], progress: dict[str, float]) -> str | None:
+    def report(self, points: list[Point], progress: dict[str, float]) -> StopReason | None:
         """Takes curve points every few steps; answers a reason to stop, or None."""
 
     def epoch_end(
         self, state: TrainingState, metrics: dict[str, float], progress: dict[str, float]
-    ) -> str | None:
+    ) -> StopReason | None:
         """Takes the state after each epoch (to checkpoint); answers a reason to stop, or None."""
 
 
@@ -122,13 +131,15 @@ def wants_bf16_autocast(device: torch.device) -> bool:
 
 
 @contextmanager
-def reporting_meanwhile(report: Callable[[], str | None] | None, every_s: float = 1.0) -> Iterator[list[str]]:
+def reporting_meanwhile(
+    report: Callable[[], StopReason | None] | None, every_s: float = 1.0
+) -> Iterator[list[StopReason]]:
     """Call `report` every `every_s` seconds from a side thread while the body blocks the loop.
 
     Yields the list that collects a reason to stop, if `report` answers one. The loop is not reporting
     while the body runs, so the two never use the reporter at the same time.
     """
-    reasons: list[str] = []
+    reasons: list[StopReason] = []
     if report is None:
         yield reasons
         return
@@ -167,7 +178,7 @@ class Engine:
         *,
         compile: bool,
         channels_last: bool | None = None,
-        keep_alive: Callable[[], str | None] | None = None,
+        keep_alive: Callable[[], StopReason | None] | None = None,
     ) -> None:
         self.model = model
         self.keep_alive = keep_alive
@@ -257,60 +268,6 @@ class _NullReporter:
         return None
 
 
-# ---------------------------------------------------------------- parameter averaging
-
-# A parameter's running average rides in the checkpoint as one more slot of that parameter's optimizer state,
-# beside its momentum buffer or Adam moments: state of the same kind (one tensor per parameter, advanced by
-# every step), and a slot needs no change to the checkpoint format. `model` stays exactly the network's
-# state_dict, so a checkpoint still loads into a plain model with load_state_dict; the slot is taken out
-# again before the optimizer loads its own state. The count of averaged steps goes into `extra`.
-AVERAGED_SLOT = "averaged"
-
-
-def averaging_start_epoch(spec: JobSpec) -> int | None:
-    """The first epoch whose steps are averaged; None without parameter averaging."""
-    ensemble = spec.ensemble
-    if ensemble.param_averaging == "none":
-        return None
-    if ensemble.averaging_start_epoch is not None:
-        return ensemble.averaging_start_epoch
-    # Polyak averages the iterates near a minimum, not the early ones far from it; an EMA forgets those.
-    return spec.training.epochs // 2 if ensemble.param_averaging == "polyak" else 0
-
-
-def averaging_update(ensemble: EnsembleSpec) -> Callable:
-    """swa_utils' update for the spec's averaging, given explicitly so every device computes the same one.
-
-    Both are one lerp per tensor, elementwise, so the same function serves a single model's AveragedModel
-    and the stacked members of worker/vectorized.py with the same numbers.
-    """
-    if ensemble.param_averaging == "ema":
-        return get_ema_multi_avg_fn(ensemble.ema_decay)  # ema += (1 - decay) * (w - ema)
-    return get_swa_multi_avg_fn()  # mean += (w - mean) / (n + 1): the plain mean of the averaged steps
-
-
-def with_averages(optimizer_state: dict, averages: list[torch.Tensor] | None) -> dict:
-    """The optimizer's state dict plus each parameter's average (in parameter order) as one more slot."""
-    if averages is None:
-        return optimizer_state
-    # Copies of the per-parameter dicts: optimizer.state_dict() hands out the live optimizer's own.
-    state = {index: dict(slots) for index, slots in optimizer_state["state"].items()}
-    for index, average in enumerate(averages):
-        state.setdefault(index, {})[AVERAGED_SLOT] = average
-    return optimizer_state | {"state": state}
-
-
-def split_averages(optimizer_state: dict) -> tuple[dict, list[torch.Tensor] | None]:
-    """A checkpoint's optimizer state without the averages, and the averages (None when it has none)."""
-    state, averages = {}, {}
-    for index, slots in optimizer_state["state"].items():
-        if AVERAGED_SLOT in slots:
-            averages[int(index)] = slots[AVERAGED_SLOT]
-        if own := {slot: value for slot, value in slots.items() if slot != AVERAGED_SLOT}:
-            state[index] = own
-    return optimizer_state | {"state": state}, [averages[i] for i in sorted(averages)] or None
-
-
 def final_metrics(
     model: nn.Module,
     averaged: nn.Module | None,
@@ -321,9 +278,9 @@ def final_metrics(
 ) -> dict[str, float]:
     """The test split's loss and accuracy, and those of the averaged weights when there are any.
 
-    The averaged module's batch norm statistics were copied from the raw model along the way
-    (use_buffers=False) and do not fit the averaged weights: update_bn measures them again in one pass over
-    the training data, in training batches (it does nothing without batch norm).
+    The averaged module's batch norm statistics are the raw model's (averaging leaves buffers alone) and do
+    not fit the averaged weights: update_bn measures them again in one pass over the training data, in
+    training batches (it does nothing without batch norm).
     """
     test_loss, test_acc = evaluate(model, x_test, y_test)
     metrics = {"test_loss": test_loss, "test_acc": test_acc}
@@ -344,7 +301,7 @@ def contiguous(model: nn.Module) -> nn.Module:
 
 
 class Bookkeeper:
-    """What train() and train_members() do around their steps, for one member or several alike.
+    """What the loop does around its steps: curve, divergence, progress and epoch-end states, per member.
 
     Step losses stay on the device and are read once per report: no host sync on every step. Each read checks
     them for divergence and sends member i's curve points and progress to reporters[i]. After each epoch every
@@ -471,9 +428,214 @@ class Bookkeeper:
         return all_metrics
 
     @staticmethod
-    def _stop_if_asked(reasons: list[str | None]) -> None:
+    def _stop_if_asked(reasons: list[StopReason | None]) -> None:
         if reason := next((reason for reason in reasons if reason), None):
             raise Stopped(reason)
+
+
+# ---------------------------------------------------------------- what is trained
+
+
+def seeded_model(spec: JobSpec, splits: Splits, seed: int, resume: TrainingState | None) -> nn.Module:
+    """A member's network as its own run starts it: seeded, so one seed always gives the same weights."""
+    torch.manual_seed(seed)
+    model = build_model(spec.model, splits.input_shape, splits.num_classes, spec.regularization)
+    if resume is not None:
+        model.load_state_dict(resume.model)
+    return model
+
+
+class Trainee(Protocol):
+    """What the loop trains: K members (K = 1 for one model). Only what differs between strategies is here."""
+
+    device: torch.device
+    seeds: list[int]  # each member's seed: the order of its batches
+    parameters: list[torch.Tensor]  # what the optimizer updates (and parameter averaging averages)
+
+    @property
+    def features(self) -> EngineFeatures: ...
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """A split's inputs on the device, in the layout the steps want."""
+
+    def train_mode(self) -> None:
+        """Put the networks the steps run in training mode (evaluation left them in eval mode)."""
+
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Each member's mean loss on its batch x[idx[k]], y[idx[k]], their gradients accumulated."""
+
+    def current_models(self) -> list[nn.Module]:
+        """Each member's network with its current weights, in the ordinary module form."""
+
+    def averaged_models(self, averages: list[torch.Tensor]) -> list[nn.Module]:
+        """Each member's network with `averages` (shaped like `parameters`) in place of its weights."""
+
+    def optimizer_state(self, member_states: list[dict]) -> dict:
+        """The members' checkpointed optimizer states as one state dict for this trainee's optimizer."""
+
+    def member_optimizer_states(self, state: dict) -> list[dict]:
+        """This trainee's optimizer state dict as each member's own, as its own train() would checkpoint."""
+
+
+class OneModel:
+    """One network; its steps run through an Engine (memory format, bf16 autocast, torch.compile)."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        splits: Splits,
+        device: torch.device,
+        *,
+        resume: TrainingState | None,
+        channels_last: bool | None,
+        keep_alive: Callable[[], StopReason | None],
+    ) -> None:
+        self.device = device
+        self.seeds = [spec.training.seed]
+        self.model = seeded_model(spec, splits, spec.training.seed, resume).to(device)
+        self.engine = Engine(
+            self.model,
+            device,
+            compile=spec.training.compile,
+            channels_last=channels_last,
+            keep_alive=keep_alive,
+        )
+        self.parameters = list(self.model.parameters())  # after the engine has chosen their memory format
+
+    @property
+    def features(self) -> EngineFeatures:
+        return self.engine.features  # read at the end: a failed compile turns `compiled` off on the way
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return self.engine.to_device(x)
+
+    def train_mode(self) -> None:
+        self.model.train()
+
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        (batch,) = idx
+        return self.engine.forward_backward(x[batch], y[batch]).reshape(1)
+
+    def current_models(self) -> list[nn.Module]:
+        return [self.model]
+
+    @torch.no_grad()
+    def averaged_models(self, averages: list[torch.Tensor]) -> list[nn.Module]:
+        averaged = copy.deepcopy(self.model)  # the raw model's buffers, as AveragedModel(use_buffers=False)
+        averaged.zero_grad(set_to_none=True)
+        for param, average in zip(averaged.parameters(), averages, strict=True):
+            param.copy_(average)
+        return [averaged]
+
+    def optimizer_state(self, member_states: list[dict]) -> dict:
+        (state,) = member_states
+        return state
+
+    def member_optimizer_states(self, state: dict) -> list[dict]:
+        return [state]
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train_trainee(
+    trainee: Trainee,
+    spec: JobSpec,
+    splits: Splits,
+    reporters: list[Reporter],
+    *,
+    resumes: list[TrainingState] | None,
+    report_every: int,
+    attempt: int,
+    members: list[int] | None = None,
+) -> list[TrainResult]:
+    """Train the trainee's members on `splits`; member k reports to reporters[k] and resumes from resumes[k].
+
+    `resumes` is all members' or None, all at one step; `members` names them in errors (None: one model).
+    """
+    cfg, device = spec.training, trainee.device
+    optimizer = build_optimizer(
+        spec.optimizer, trainee.parameters, weight_decay=spec.regularization.weight_decay
+    )
+    # The whole dataset lives on the device in the steps' layout; a batch is one indexed slice of it.
+    x_train, y_train = trainee.to_device(splits.train[0]), splits.train[1].to(device)
+    x_val, y_val = trainee.to_device(splits.val[0]), splits.val[1].to(device)
+    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    schedule = build_schedule(spec.lr_schedule, optimizer, steps_per_epoch)
+    log = Bookkeeper(
+        reporters,
+        resumes,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps_per_epoch,
+        report_every=report_every,
+        attempt=attempt,
+        device=device,
+        members=members,
+    )
+    averaging_from = averaging_start_epoch(spec)
+    # Taken after the resumed weights are in: before its first update an average is a copy of them.
+    average = None
+    if averaging_from is not None:
+        average = ParameterAverage(trainee.parameters, averaging_update(spec.ensemble))
+    if resumes is not None:
+        optimizer_state, saved_averages = split_averages(
+            trainee.optimizer_state([resume.optimizer for resume in resumes])
+        )
+        optimizer.load_state_dict(optimizer_state)
+        schedule.load_state_dict(resumes[0].scheduler)
+        # One generator draws every member's dropout masks, so every member's checkpoint holds the same state.
+        torch.set_rng_state(resumes[0].rng)
+        if average is not None and saved_averages is not None:
+            average.restore(saved_averages, resumes[0].extra["n_averaged"])
+
+    metrics: list[dict[str, float]] = [{} for _ in reporters]
+    for epoch in range(log.start_epoch, cfg.epochs):
+        trainee.train_mode()
+        orders = torch.stack([epoch_order(len(x_train), seed, epoch, device) for seed in trainee.seeds])
+        for batch in range(steps_per_epoch):
+            apply_momentum_ramp(optimizer, spec.optimizer, epoch + batch / steps_per_epoch)
+            idx = orders[:, batch * cfg.batch_size : (batch + 1) * cfg.batch_size]  # member x sample
+            optimizer.zero_grad(set_to_none=True)
+            losses = trainee.forward_backward(x_train, y_train, idx)
+            optimizer.step()
+            schedule.step()
+            if average is not None and epoch >= averaging_from:
+                average.update(trainee.parameters)
+            if log.record(losses) or batch == steps_per_epoch - 1:
+                log.flush(epoch + (batch + 1) / steps_per_epoch, optimizer.param_groups[0]["lr"])
+
+        optimizer_state, extra = optimizer.state_dict(), None
+        if average is not None:
+            optimizer_state, extra = average.with_averages(optimizer_state)
+        metrics = log.end_epoch(
+            epoch,
+            trainee.current_models(),
+            trainee.member_optimizer_states(optimizer_state),
+            schedule.state_dict(),
+            (x_val, y_val),
+            optimizer.param_groups[0]["lr"],
+            extra,
+        )
+
+    x_test, y_test = trainee.to_device(splits.test[0]), splits.test[1].to(device)
+    models = trainee.current_models()
+    averaged = trainee.averaged_models(average.tensors) if average is not None else [None] * len(models)
+    results = []
+    for model, averaged_model, member_metrics in zip(models, averaged, metrics, strict=True):
+        member_metrics = member_metrics | final_metrics(
+            model, averaged_model, x_train, cfg.batch_size, x_test, y_test
+        )
+        results.append(
+            TrainResult(
+                model=contiguous(model),
+                metrics=member_metrics,
+                steps=log.step,
+                seconds=log.elapsed_s(),
+                engine=trainee.features,
+                averaged_model=contiguous(averaged_model) if averaged_model is not None else None,
+            )
+        )
+    return results
 
 
 def train(
@@ -489,100 +651,17 @@ def train(
 ) -> TrainResult:
     """Train `spec` on `splits`; `channels_last` None chooses by `wants_channels_last` (tests force it)."""
     reporter = reporter or _NullReporter()
-    device = device or pick_device()
-    cfg = spec.training
-    torch.manual_seed(cfg.seed)
-    model = build_model(spec.model, splits.input_shape, splits.num_classes, spec.regularization).to(device)
-    engine = Engine(
-        model,
-        device,
-        compile=cfg.compile,
+    trainee = OneModel(
+        spec,
+        splits,
+        device or pick_device(),
+        resume=resume,
         channels_last=channels_last,
         # No progress while it compiles: an eta from a step that has not finished would be nonsense.
         keep_alive=lambda: reporter.report([], {}),
     )
-    optimizer = build_optimizer(
-        spec.optimizer, model.parameters(), weight_decay=spec.regularization.weight_decay
+    resumes = [resume] if resume is not None else None
+    (result,) = train_trainee(
+        trainee, spec, splits, [reporter], resumes=resumes, report_every=report_every, attempt=attempt
     )
-    # The whole dataset lives on the device in the engine's layout; a batch is one indexed slice of it.
-    x_train, y_train = engine.to_device(splits.train[0]), splits.train[1].to(device)
-    x_val, y_val = engine.to_device(splits.val[0]), splits.val[1].to(device)
-    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-    schedule = build_schedule(spec.lr_schedule, optimizer, steps_per_epoch)
-    log = Bookkeeper(
-        [reporter],
-        [resume] if resume is not None else None,
-        epochs=cfg.epochs,
-        steps_per_epoch=steps_per_epoch,
-        report_every=report_every,
-        attempt=attempt,
-        device=device,
-    )
-    saved_averages = None
-    if resume is not None:
-        optimizer_state, saved_averages = split_averages(resume.optimizer)
-        model.load_state_dict(resume.model)
-        optimizer.load_state_dict(optimizer_state)
-        schedule.load_state_dict(resume.scheduler)
-        torch.set_rng_state(resume.rng)
-
-    averaging_from = averaging_start_epoch(spec)
-    averaged = None
-    if averaging_from is not None:
-        # use_buffers=False: buffers are copied from the model at each update, not averaged; final_metrics
-        # measures batch norm statistics anew for the averaged weights at the end.
-        averaged = AveragedModel(model, multi_avg_fn=averaging_update(spec.ensemble), use_buffers=False)
-        if saved_averages is not None:
-            with torch.no_grad():
-                for average, saved in zip(averaged.module.parameters(), saved_averages, strict=True):
-                    average.copy_(saved)
-            averaged.n_averaged.fill_(resume.extra["n_averaged"])
-
-    # Test hook (fault tests only, tests/faults/): a job named as this variable says kills its training
-    # process at its first step, as a segfault or an OOM kill would, on every attempt.
-    if spec.name and spec.name == os.environ.get("TRAINYARD_TEST_CRASH_JOBS_NAMED"):
-        os._exit(1)
-    metrics: dict[str, float] = {}
-    for epoch in range(log.start_epoch, cfg.epochs):
-        model.train()
-        order = epoch_order(len(x_train), cfg.seed, epoch, device)
-        for batch in range(steps_per_epoch):
-            apply_momentum_ramp(optimizer, spec.optimizer, epoch + batch / steps_per_epoch)
-            idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss = engine.forward_backward(x_train[idx], y_train[idx])
-            optimizer.step()
-            schedule.step()
-            if averaged is not None and epoch >= averaging_from:
-                averaged.update_parameters(model)
-            if log.record(loss) or batch == steps_per_epoch - 1:
-                log.flush(epoch + (batch + 1) / steps_per_epoch, optimizer.param_groups[0]["lr"])
-
-        optimizer_state, extra = optimizer.state_dict(), None
-        if averaged is not None:
-            n_averaged = int(averaged.n_averaged)
-            extra = {"n_averaged": n_averaged}
-            if n_averaged:  # before the first update the "average" is only a copy of the initial weights
-                averages = [p.detach() for p in averaged.module.parameters()]
-                optimizer_state = with_averages(optimizer_state, averages)
-        (metrics,) = log.end_epoch(
-            epoch,
-            [model],
-            [optimizer_state],
-            schedule.state_dict(),
-            (x_val, y_val),
-            optimizer.param_groups[0]["lr"],
-            extra,
-        )
-
-    x_test, y_test = engine.to_device(splits.test[0]), splits.test[1].to(device)
-    averaged_model = averaged.module if averaged is not None else None
-    metrics |= final_metrics(model, averaged_model, x_train, cfg.batch_size, x_test, y_test)
-    return TrainResult(
-        model=contiguous(model),
-        metrics=metrics,
-        steps=log.step,
-        seconds=log.elapsed_s(),
-        engine=engine.features,
-        averaged_model=contiguous(averaged_model) if averaged_model is not None else None,
-    )
+    return result

@@ -1,12 +1,13 @@
 """Several ensemble members in one process: vectorized with torch.func, or one after another.
 
-`train_members` trains K members in one loop. Their parameters and buffers are stacked along a leading member
-dimension, one vmapped forward and one backward per step serve all of them, and one optimizer updates the
-stacked tensors. Member k computes what `train(spec.member_spec(k), splits)` computes: the same initial
-weights, batches, lr schedule and update rule (every optimizer here updates elementwise, so one over stacked
-tensors is K independent ones), the same curve points and metrics, and checkpoints interchangeable with
-train()'s in both directions. The same up to floating point: batched kernels sum in another order, so the
-weights agree to float tolerance, not bit for bit (tests/worker/test_vectorized.py measures how closely).
+`train_members` trains K members in one loop: worker/training.py's, given a `StackedMembers` trainee. Their
+parameters and buffers are stacked along a leading member dimension, one vmapped forward and one backward
+per step serve all of them, and one optimizer updates the stacked tensors. Member k computes what
+`train(spec.member_spec(k), splits)` computes: the same initial weights, batches, lr schedule and update rule
+(every optimizer here updates elementwise, so one over stacked tensors is K independent ones), the same curve
+points and metrics, and checkpoints interchangeable with train()'s in both directions. The same up to
+floating point: batched kernels sum in another order, so the weights agree to float tolerance, not bit for
+bit (tests/worker/test_vectorized.py measures how closely).
 
 What vmap supports, and how:
 - dropout: masks drawn with randomness="different" from the one global generator for all members. Each
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -31,25 +31,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from models.cnn import build_model, inspect_model
+from models.cnn import inspect_model
 from models.datasets import Splits
-from models.optim import apply_momentum_ramp, build_optimizer, build_schedule
 from models.spec import JobSpec
 from store.artifacts import TrainingState
 from worker.training import (
-    Bookkeeper,
     EngineFeatures,
     Reporter,
     TrainResult,
-    averaging_start_epoch,
-    averaging_update,
-    epoch_order,
-    final_metrics,
     pick_device,
-    split_averages,
+    seeded_model,
     train,
+    train_trainee,
     wants_bf16_autocast,
-    with_averages,
 )
 
 Strategy = Literal["fanout", "vmap", "sequential"]
@@ -142,107 +136,79 @@ def train_members(
     """
     reporters = list(reporters)
     members = list(range(len(reporters))) if members is None else list(members)
+    resumes = list(resumes) if resumes is not None else None
     if resumes is not None and (
         len(resumes) != len(reporters) or len({(resume.epoch, resume.step) for resume in resumes}) > 1
     ):
         raise ValueError("train_members resumes every member, from checkpoints of the same epoch and step")
-    device = device or pick_device()
-    cfg = spec.training
-    seeds = [spec.ensemble.member_seed(cfg.seed, member) for member in members]
-    models = []
-    for seed, resume in zip(seeds, resumes or [None] * len(seeds), strict=True):
-        torch.manual_seed(seed)  # as train() seeds: each member starts from the weights its own run would
-        model = build_model(spec.model, splits.input_shape, splits.num_classes, spec.regularization)
-        if resume is not None:
-            model.load_state_dict(resume.model)
-        models.append(model.to(device))
-    params, buffers = stack_module_state(models)
-    stacked = list(params.values())
-    optimizer = build_optimizer(spec.optimizer, stacked, weight_decay=spec.regularization.weight_decay)
-    x_train, y_train = splits.train[0].to(device), splits.train[1].to(device)
-    x_val, y_val = splits.val[0].to(device), splits.val[1].to(device)
-    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-    schedule = build_schedule(spec.lr_schedule, optimizer, steps_per_epoch)
-    log = Bookkeeper(
+    trainee = StackedMembers(spec, splits, device or pick_device(), members, resumes)
+    return train_trainee(
+        trainee,
+        spec,
+        splits,
         reporters,
-        list(resumes) if resumes is not None else None,
-        epochs=cfg.epochs,
-        steps_per_epoch=steps_per_epoch,
+        resumes=resumes,
         report_every=report_every,
         attempt=attempt,
-        device=device,
         members=members,
     )
-    saved_averages = None
-    if resumes is not None:
-        optimizer_state, saved_averages = split_averages(
-            _stacked_optimizer_state([resume.optimizer for resume in resumes], stacked)
-        )
-        optimizer.load_state_dict(optimizer_state)
-        schedule.load_state_dict(resumes[0].scheduler)
-        # One generator draws every member's dropout masks, so every member's checkpoint holds the same state.
-        torch.set_rng_state(resumes[0].rng)
-    averaging_from = averaging_start_epoch(spec)
-    average = None
-    if averaging_from is not None:
-        average = StackedAverage(stacked, averaging_update(spec.ensemble))
-        if saved_averages is not None:
-            average.restore(saved_averages, resumes[0].extra["n_averaged"])
 
-    autocast = wants_bf16_autocast(device)
-    member_losses = _vmapped_loss(models[0], autocast)
-    metrics: list[dict[str, float]] = [{} for _ in members]
-    for epoch in range(log.start_epoch, cfg.epochs):
-        orders = torch.stack([epoch_order(len(x_train), seed, epoch, device) for seed in seeds])
-        for batch in range(steps_per_epoch):
-            apply_momentum_ramp(optimizer, spec.optimizer, epoch + batch / steps_per_epoch)
-            idx = orders[:, batch * cfg.batch_size : (batch + 1) * cfg.batch_size]  # member x sample
-            optimizer.zero_grad(set_to_none=True)
-            losses = member_losses(params, buffers, x_train[idx], y_train[idx])
-            # Members share no parameters: the sum's gradient in member k's slice is member k's own gradient.
-            losses.sum().backward()
-            optimizer.step()
-            schedule.step()
-            if average is not None and epoch >= averaging_from:
-                average.update(stacked)
-            if log.record(losses) or batch == steps_per_epoch - 1:
-                log.flush(epoch + (batch + 1) / steps_per_epoch, optimizer.param_groups[0]["lr"])
 
-        for k, model in enumerate(models):
-            _load_member(model, params | buffers, k)
-        optimizer_state, extra = optimizer.state_dict(), None
-        if average is not None:
-            extra = {"n_averaged": average.count}
-            optimizer_state = with_averages(optimizer_state, average.tensors if average.count else None)
-        metrics = log.end_epoch(
-            epoch,
-            models,
-            [_member_optimizer_state(optimizer_state, stacked, k) for k in range(len(models))],
-            schedule.state_dict(),
-            (x_val, y_val),
-            optimizer.param_groups[0]["lr"],
-            extra,
-        )
+class StackedMembers:
+    """K members' parameters and buffers stacked along a leading member dimension, stepped by one vmap."""
 
-    x_test, y_test = splits.test[0].to(device), splits.test[1].to(device)
-    results = []
-    for k, model in enumerate(models):
-        averaged = None
-        if average is not None:
+    def __init__(
+        self,
+        spec: JobSpec,
+        splits: Splits,
+        device: torch.device,
+        members: list[int],
+        resumes: list[TrainingState] | None,
+    ) -> None:
+        self.device = device
+        self.seeds = [spec.ensemble.member_seed(spec.training.seed, member) for member in members]
+        # Each member starts from the weights its own train() would: seeded the same way.
+        self.models = [
+            seeded_model(spec, splits, seed, resume).to(device)
+            for seed, resume in zip(self.seeds, resumes or [None] * len(self.seeds), strict=True)
+        ]
+        self.params, self.buffers = stack_module_state(self.models)
+        self.parameters = list(self.params.values())
+        autocast = wants_bf16_autocast(device)
+        self.features = EngineFeatures(False, bf16_autocast=autocast, compiled=False, vectorized=True)
+        self.member_losses = _vmapped_loss(self.models[0], autocast)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device)  # no channels_last: the stacked weights have five dimensions
+
+    def train_mode(self) -> None:
+        pass  # the steps run the vmapped architecture, always in training mode; self.models only evaluate
+
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        losses = self.member_losses(self.params, self.buffers, x[idx], y[idx])
+        # Members share no parameters: the sum's gradient in member k's slice is member k's own gradient.
+        losses.sum().backward()
+        return losses
+
+    def current_models(self) -> list[nn.Module]:
+        for k, model in enumerate(self.models):
+            _load_member(model, self.params | self.buffers, k)
+        return self.models
+
+    def averaged_models(self, averages: list[torch.Tensor]) -> list[nn.Module]:
+        stacked = dict(zip(self.params, averages, strict=True))
+        averaged = []
+        for k, model in enumerate(self.models):
             # The raw member's buffers, as AveragedModel(use_buffers=False) keeps them, with the averages.
-            averaged = copy.deepcopy(model)
-            _load_member(averaged, dict(zip(params, average.tensors, strict=True)), k)
-        results.append(
-            TrainResult(
-                model=model,
-                metrics=metrics[k] | final_metrics(model, averaged, x_train, cfg.batch_size, x_test, y_test),
-                steps=log.step,
-                seconds=log.elapsed_s(),
-                engine=EngineFeatures(False, bf16_autocast=autocast, compiled=False, vectorized=True),
-                averaged_model=averaged,
-            )
-        )
-    return results
+            averaged.append(copy.deepcopy(model))
+            _load_member(averaged[-1], stacked, k)
+        return averaged
+
+    def optimizer_state(self, member_states: list[dict]) -> dict:
+        return _stacked_optimizer_state(member_states, self.parameters)
+
+    def member_optimizer_states(self, state: dict) -> list[dict]:
+        return [_member_optimizer_state(state, self.parameters, k) for k in range(len(self.models))]
 
 
 def _vmapped_loss(template: nn.Module, autocast: bool) -> Callable:
@@ -258,37 +224,6 @@ def _vmapped_loss(template: nn.Module, autocast: bool) -> Callable:
 
     # "different": every member draws its own dropout masks (vmap refuses random ops without a choice).
     return vmap(member_loss, randomness="different")
-
-
-class StackedAverage:
-    """AveragedModel.update_parameters (use_buffers=False) over stacked tensors, with the same update.
-
-    The update is elementwise, so member k's slice holds exactly what member k's own AveragedModel would.
-    """
-
-    def __init__(self, params: list[torch.Tensor], update: Callable) -> None:
-        self.tensors = [p.detach().clone() for p in params]
-        self.update_fn = update
-        self.count = 0  # n_averaged on the host, so the first-update test needs no device sync
-        # The count as AveragedModel hands it to the update function: a long tensor on the device.
-        self.n_averaged = torch.zeros((), dtype=torch.long, device=params[0].device)
-
-    @torch.no_grad()
-    def update(self, params: list[torch.Tensor]) -> None:
-        if self.count == 0:
-            for average, param in zip(self.tensors, params, strict=True):
-                average.copy_(param)
-        else:
-            self.update_fn(self.tensors, [p.detach() for p in params], self.n_averaged)
-        self.count += 1
-        self.n_averaged += 1
-
-    @torch.no_grad()
-    def restore(self, averages: list[torch.Tensor], n_averaged: int) -> None:
-        for average, saved in zip(self.tensors, averages, strict=True):
-            average.copy_(saved)
-        self.count = n_averaged
-        self.n_averaged.fill_(n_averaged)
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,11 +13,16 @@ from tests.conftest import scratch_postgres
 from tests.live_stack import TEST_SETTINGS, LiveStack
 from trainyard.services import RedisServer, start_private_redis
 
+# A folder whose sitecustomize.py makes a job named as TRAINYARD_TEST_CRASH_JOBS_NAMED kill its training
+# process as it starts training, on every attempt (the hook's doc says how).
+CRASH_HOOK = Path(__file__).parent / "crash_hook"
 # The crash hook and a short attempt budget only touch jobs named "crash-me": the other fault tests share
 # this stack, which saves starting an API and a worker for each of them.
 FAULT_SETTINGS = TEST_SETTINGS | {
     "TRAINYARD_TEST_CRASH_JOBS_NAMED": "crash-me",
     "TRAINYARD_MAX_ATTEMPTS": "2",
+    # Ahead of the tests' own PYTHONPATH (the work tree, when it is set), which it keeps.
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(CRASH_HOOK), os.environ.get("PYTHONPATH")])),
 }
 
 

@@ -6,8 +6,8 @@ from tests.factories import lenet_spec, training
 
 
 def test_job_that_kills_its_worker_every_time_fails_after_max_attempts(fault_stack):
-    # The fault stack sets the test hook TRAINYARD_TEST_CRASH_JOBS_NAMED=crash-me (worker/training.py: that
-    # job's training process calls os._exit(1)) and TRAINYARD_MAX_ATTEMPTS=2.
+    # The fault stack installs the test hook TRAINYARD_TEST_CRASH_JOBS_NAMED=crash-me (tests/faults/
+    # crash_hook: that job's training process calls os._exit(1)) and sets TRAINYARD_MAX_ATTEMPTS=2.
     stack = fault_stack
     job = stack.submit(lenet_spec(name="crash-me", training=training(epochs=1)))
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from models.cnn import ModelShapeError, build_model, inspect_model
 from models.dropout import Dropout
+from tests.factories import job_spec
 
 DIGITS = {"name": "digits"}
 LENET5_PARAMS = (
@@ -45,10 +46,6 @@ EXPECTED_TYPES = [
     nn.Tanh,
     nn.Linear,
 ]
-
-
-def job(model, dataset=DIGITS, **rest):
-    return {"dataset": dataset, "model": model, **rest}
 
 
 # ---------------------------------------------------------------- build_model
@@ -144,7 +141,7 @@ def test_preset_too_small_for_its_input_points_at_the_arch():
 
 
 def test_inspect_lenet5_counts_params_and_flops():
-    summary = inspect_model(job({"arch": "lenet5"}))
+    summary = inspect_model(job_spec(model={"arch": "lenet5"}))
     assert summary.params == 61_706
     assert summary.flops_per_sample == 2 * LENET5_MACS
     assert summary.input_shape == (1, 32, 32) and summary.output_shape == (10,) and summary.num_classes == 10
@@ -160,7 +157,7 @@ def test_pool_below_one_pixel_points_at_that_layer():
         {"type": "linear", "out_features": 10},
     ]
     with pytest.raises(ModelShapeError) as err:
-        inspect_model(job({"layers": layers}))
+        inspect_model(job_spec(model={"layers": layers}))
     assert err.value.loc == ("model", "layers", 3)
     assert "maxpool 2x2 on a 16x1x1 feature map" in err.value.message
     assert isinstance(err.value, ValueError)
@@ -174,21 +171,21 @@ def test_wrong_class_count_points_at_last_layer():
         {"type": "linear", "out_features": 7},
     ]
     with pytest.raises(ModelShapeError) as err:
-        inspect_model(job({"layers": layers}))
+        inspect_model(job_spec(model={"layers": layers}))
     assert err.value.loc == ("model", "layers", 3)
     assert err.value.message == "the last layer outputs 7 features but the dataset has 10 classes"
 
 
 def test_feature_map_output_points_at_last_layer():
     with pytest.raises(ModelShapeError) as err:
-        inspect_model(job({"layers": [{"type": "conv", "out_channels": 10, "kernel_size": 8}]}))
+        inspect_model(job_spec(model={"layers": [{"type": "conv", "out_channels": 10, "kernel_size": 8}]}))
     assert err.value.loc == ("model", "layers", 0) and "flatten" in err.value.message
 
 
 def test_linear_without_flatten_is_a_clear_error():
     layers = [{"type": "conv", "out_channels": 16, "kernel_size": 3}, {"type": "linear", "out_features": 10}]
     with pytest.raises(ModelShapeError) as err:
-        inspect_model(job({"layers": layers}))
+        inspect_model(job_spec(model={"layers": layers}))
     assert err.value.loc == ("model", "layers", 1)
     assert err.value.message == "linear expects a flat input but gets 16x6x6; add a flatten layer before it"
 
@@ -196,19 +193,21 @@ def test_linear_without_flatten_is_a_clear_error():
 def test_conv_after_flatten_is_a_clear_error():
     layers = [{"type": "flatten"}, {"type": "conv", "out_channels": 4}]
     with pytest.raises(ModelShapeError) as err:
-        inspect_model(job({"layers": layers}))
+        inspect_model(job_spec(model={"layers": layers}))
     assert err.value.loc == ("model", "layers", 1) and "64 features" in err.value.message
 
 
 def test_preset_with_too_small_image_size_points_at_image_size():
     with pytest.raises(ModelShapeError) as err:
-        inspect_model(job({"arch": "lenet5"}, {"name": "digits", "image_size": 8}))
+        inspect_model(job_spec(model={"arch": "lenet5"}, dataset={"name": "digits", "image_size": 8}))
     assert err.value.loc == ("dataset", "image_size") and "lenet5" in err.value.message
 
 
 def test_inspect_alexnet_picks_its_layout_from_the_data_size():
-    small = inspect_model(job({"arch": "alexnet"}))
-    large = inspect_model(job({"arch": "alexnet"}, {"name": "synthetic", "channels": 3, "size": 100}))
+    small = inspect_model(job_spec(model={"arch": "alexnet"}))
+    large = inspect_model(
+        job_spec(model={"arch": "alexnet"}, dataset={"name": "synthetic", "channels": 3, "size": 100})
+    )
     assert small.input_shape == (1, 32, 32) and large.input_shape == (3, 224, 224)
     assert large.params > 50_000_000 > small.params
 
@@ -221,7 +220,7 @@ def test_inspect_allocates_no_parameter_memory():
         {"type": "linear", "out_features": 10},
     ]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    summary = inspect_model(job({"layers": layers}, {"name": "synthetic", "size": 128}))
+    summary = inspect_model(job_spec(model={"layers": layers}, dataset={"name": "synthetic", "size": 128}))
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert summary.params == 16384 * 65536 + 65536 + 65536 * 10 + 10
     assert grown_kib < 256 * 1024

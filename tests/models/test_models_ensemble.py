@@ -20,7 +20,8 @@ from models.ensemble import (
     check_members,
     evaluate_ensemble,
 )
-from models.spec import JobSpec, SpecError
+from models.spec import SpecError
+from tests.factories import job_spec, training
 from worker.training import evaluate
 
 DIGITS = {"name": "digits"}
@@ -81,7 +82,7 @@ NETWORKS = {
 
 def member_meta(model, input_shape, seed=0, num_classes=10, mean=(8.0,), std=(6.0,), member=0) -> dict:
     """What the worker stores next to a model's weights (worker.run_job.rebuild_info)."""
-    spec = JobSpec.model_validate({"dataset": DIGITS, "model": model, "training": {"seed": seed}})
+    spec = job_spec(dataset=DIGITS, model=model, training=training(seed=seed))
     return {
         "spec": spec.model_dump(mode="json"),
         "input_shape": list(input_shape),

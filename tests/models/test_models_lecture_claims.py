@@ -7,7 +7,7 @@ import torch
 
 from models.datasets import Splits, load_splits
 from models.optim import build_optimizer
-from models.spec import JobSpec
+from tests.factories import job_spec, training
 from worker.training import train
 
 CPU = torch.device("cpu")
@@ -28,25 +28,14 @@ def mlp(activation: str, width: int, classes: int) -> list[dict]:
     return [{"type": "flatten"}, *hidden, *hidden, {"type": "linear", "out_features": classes}]
 
 
-def job(model: dict, optimizer: dict, epochs: int, batch_size: int = 32) -> JobSpec:
-    # train() takes its data from the Splits it is given; the schema still wants a dataset.
-    return JobSpec.model_validate(
-        {
-            "dataset": {"name": "digits"},
-            "model": model,
-            "optimizer": optimizer,
-            "training": {"epochs": epochs, "batch_size": batch_size, "seed": 0},
-        }
-    )
-
-
 # ---------------------------------------------------------------- without a nonlinearity, one linear map
 
 
 @pytest.mark.parametrize("model", [{"layers": mlp("none", 32, 10)}, {"arch": "lenet5", "activation": "none"}])
 def test_a_trained_network_without_activations_is_an_affine_map(model):
     splits = load_splits({"name": "digits"}, model)
-    trained = train(job(model, {"type": "sgd", "lr": 0.05}, epochs=1), splits, device=CPU).model
+    spec = job_spec(model=model, optimizer={"type": "sgd", "lr": 0.05}, training=training(epochs=1))
+    trained = train(spec, splits, device=CPU).model
     f = trained.double().eval()  # float64, so the check can be tight
     x, y = splits.test[0][:50].double(), splits.test[0][50:100].double()
     with torch.no_grad():
@@ -57,7 +46,8 @@ def test_a_trained_network_without_activations_is_an_affine_map(model):
 def test_the_same_check_fails_once_the_network_has_an_activation():
     model = {"layers": mlp("relu", 32, 10)}
     splits = load_splits({"name": "digits"}, model)
-    f = train(job(model, {"type": "sgd", "lr": 0.05}, epochs=1), splits, device=CPU).model.double().eval()
+    spec = job_spec(model=model, optimizer={"type": "sgd", "lr": 0.05}, training=training(epochs=1))
+    f = train(spec, splits, device=CPU).model.double().eval()
     x, y = splits.test[0][:50].double(), splits.test[0][50:100].double()
     with torch.no_grad():
         gap = (f(0.5 * x + 0.5 * y) - (0.5 * f(x) + 0.5 * f(y))).abs().max()
@@ -93,12 +83,13 @@ def best_line_accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def test_without_activations_xor_stays_out_of_reach_while_tanh_and_relu_learn_it():
     splits = xor_splits(seed=0)
-    adam = {"type": "adam", "lr": 0.03}
-    accuracy = {
-        fn: train(job({"layers": mlp(fn, 32, 2)}, adam, epochs=20, batch_size=100), splits, device=CPU)
+    adam, twenty_epochs = {"type": "adam", "lr": 0.03}, training(epochs=20, batch_size=100)
+    # train() takes its data from the Splits it is given; the schema still wants a dataset.
+    specs = {
+        fn: job_spec(model={"layers": mlp(fn, 32, 2)}, optimizer=adam, training=twenty_epochs)
         for fn in ("none", "tanh", "relu")
     }
-    accuracy = {fn: result.metrics["test_acc"] for fn, result in accuracy.items()}
+    accuracy = {fn: train(spec, splits, device=CPU).metrics["test_acc"] for fn, spec in specs.items()}
     # Argmax over two affine logits is a half-plane: no better than the best straight line,
     # which gets about 0.7 of such points right (on 700 samples it may do a little better).
     line = best_line_accuracy(splits.test[0].view(-1, 2), splits.test[1])

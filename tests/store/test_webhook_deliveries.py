@@ -9,12 +9,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.spec import JobSpec
 from store import jobs, webhooks
 from store.db import make_engine
 from store.migrate import upgrade
 from store.tables import Job, WebhookAttempt, WebhookDelivery, utcnow
-from tests.factories import lenet_spec
+from tests.factories import job_spec
 
 URL = "http://127.0.0.1:9/hook"
 
@@ -33,7 +32,7 @@ def engine(request, tmp_path):
 
 
 def _job(session: Session, **spec) -> Job:
-    job = jobs.create_job(session, JobSpec.model_validate(lenet_spec(**spec)), summary={})
+    job = jobs.create_job(session, job_spec(**spec), summary={})
     session.flush()
     return job
 

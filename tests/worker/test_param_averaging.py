@@ -13,8 +13,10 @@ from models.cnn import build_model
 from models.datasets import load_splits
 from models.optim import build_optimizer
 from models.spec import JobSpec
-from store.artifacts import load_checkpoint, save_checkpoint
-from worker.training import AVERAGED_SLOT, epoch_order, train
+from store.artifacts import load_checkpoint
+from tests.factories import Recorder, job_spec, training
+from worker.averaging import AVERAGED_SLOT
+from worker.training import epoch_order, train
 
 CPU = torch.device("cpu")
 # Small enough to keep every step's weights for the hand-computed averages.
@@ -25,33 +27,13 @@ TINY_LAYERS = [
     {"type": "linear", "out_features": 10},
 ]
 TINY_WITH_BATCHNORM = TINY_LAYERS[:1] + [{"type": "batchnorm"}] + TINY_LAYERS[1:]
-
-
-def job(model: dict | None = None, ensemble: dict | None = None, optimizer: dict | None = None, **training):
-    return JobSpec.model_validate(
-        {
-            "dataset": {"name": "digits"},
-            "model": model or {"layers": TINY_LAYERS},
-            "optimizer": optimizer or {"type": "sgd", "lr": 0.1},
-            "training": {"epochs": 3, "batch_size": 128, "seed": 0} | training,
-            "ensemble": ensemble or {"param_averaging": "polyak"},
-        }
-    )
-
-
-class Checkpointer:
-    """Writes each epoch's state to a safetensors checkpoint, as the worker's reporter does."""
-
-    def __init__(self, directory) -> None:
-        self.directory = directory
-        self.paths = {}
-
-    def report(self, points, progress):
-        return None
-
-    def epoch_end(self, state, metrics, progress):
-        self.paths[state.epoch] = self.directory / f"checkpoint-{state.epoch}.safetensors"
-        save_checkpoint(self.paths[state.epoch], state)
+# Three epochs of plain SGD on the tiny network, Polyak-averaged; the tests replace parts of it.
+AVERAGED = {
+    "model": {"layers": TINY_LAYERS},
+    "optimizer": {"type": "sgd", "lr": 0.1},
+    "training": training(epochs=3, batch_size=128),
+    "ensemble": {"param_averaging": "polyak"},
+}
 
 
 def weights_after_each_step(spec: JobSpec, splits) -> list[tuple[int, list[torch.Tensor]]]:
@@ -80,11 +62,12 @@ def assert_parameters_close(model: nn.Module, expected: list[torch.Tensor]) -> N
 
 @pytest.mark.parametrize("averaging", ["polyak", "ema"])
 def test_averaged_weights_differ_from_the_raw_ones_and_classify_digits(averaging):
-    spec = job(
-        {"arch": "lenet5"},
-        {"param_averaging": averaging, "ema_decay": 0.9},
-        {"type": "momentum", "lr": 0.02, "momentum": 0.9},
-        batch_size=64,
+    spec = job_spec(
+        AVERAGED,
+        model={"arch": "lenet5"},
+        ensemble={"param_averaging": averaging, "ema_decay": 0.9},
+        optimizer={"type": "momentum", "lr": 0.02, "momentum": 0.9},
+        training=training(epochs=3, batch_size=64),
     )
     splits = load_splits(spec.dataset, spec.model)
     result = train(spec, splits, device=CPU)
@@ -98,7 +81,7 @@ def test_averaged_weights_differ_from_the_raw_ones_and_classify_digits(averaging
 
 
 def test_polyak_is_the_mean_of_the_weights_after_every_step_from_the_start_epoch():
-    spec = job(ensemble={"param_averaging": "polyak"})  # starts at epochs // 2 = 1
+    spec = job_spec(AVERAGED, ensemble={"param_averaging": "polyak"})  # starts at epochs // 2 = 1
     splits = load_splits(spec.dataset, spec.model)
     history = weights_after_each_step(spec, splits)
     result = train(spec, splits, device=CPU, channels_last=False)
@@ -111,7 +94,9 @@ def test_polyak_is_the_mean_of_the_weights_after_every_step_from_the_start_epoch
 
 def test_ema_follows_its_recurrence_from_the_start_epoch():
     decay = 0.8
-    spec = job(ensemble={"param_averaging": "ema", "ema_decay": decay, "averaging_start_epoch": 1})
+    spec = job_spec(
+        AVERAGED, ensemble={"param_averaging": "ema", "ema_decay": decay, "averaging_start_epoch": 1}
+    )
     splits = load_splits(spec.dataset, spec.model)
     history = weights_after_each_step(spec, splits)
     result = train(spec, splits, device=CPU, channels_last=False)
@@ -125,7 +110,7 @@ def test_ema_follows_its_recurrence_from_the_start_epoch():
 
 
 def test_batch_norm_statistics_are_measured_anew_for_the_averaged_weights():
-    spec = job({"layers": TINY_WITH_BATCHNORM}, {"param_averaging": "polyak"})
+    spec = job_spec(AVERAGED, model={"layers": TINY_WITH_BATCHNORM}, ensemble={"param_averaging": "polyak"})
     splits = load_splits(spec.dataset, spec.model)
     result = train(spec, splits, device=CPU)
     averaged = result.averaged_model
@@ -145,15 +130,16 @@ def test_batch_norm_statistics_are_measured_anew_for_the_averaged_weights():
     ids=["ema", "polyak"],
 )
 def test_resume_continues_the_average_exactly(tmp_path, ensemble):
-    spec = job(
-        {"layers": TINY_WITH_BATCHNORM},
-        ensemble,
-        {"type": "momentum", "lr": 0.05, "momentum": 0.9},
+    spec = job_spec(
+        AVERAGED,
+        model={"layers": TINY_WITH_BATCHNORM},
+        ensemble=ensemble,
+        optimizer={"type": "momentum", "lr": 0.05, "momentum": 0.9},
     )
     splits = load_splits(spec.dataset, spec.model)
-    checkpoints = Checkpointer(tmp_path)
-    whole = train(spec, splits, checkpoints, device=CPU)
-    checkpoint = load_checkpoint(checkpoints.paths[1])
+    recorder = Recorder(tmp_path)
+    whole = train(spec, splits, recorder, device=CPU)
+    checkpoint = load_checkpoint(recorder.checkpoints[1])
     # The averages ride in the optimizer's per-parameter state; `model` is still just the network's.
     assert checkpoint.model.keys() == whole.model.state_dict().keys()
     assert all(AVERAGED_SLOT in slots for slots in checkpoint.optimizer["state"].values())
@@ -168,7 +154,9 @@ def test_resume_continues_the_average_exactly(tmp_path, ensemble):
 
 
 def test_without_averaging_there_is_no_averaged_model():
-    spec = job(ensemble={"param_averaging": "none"}, epochs=1)
+    spec = job_spec(
+        AVERAGED, ensemble={"param_averaging": "none"}, training=training(epochs=1, batch_size=128)
+    )
     result = train(spec, load_splits(spec.dataset, spec.model), device=CPU)
     assert result.averaged_model is None
     assert "averaged_test_acc" not in result.metrics

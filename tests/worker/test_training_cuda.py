@@ -11,27 +11,18 @@ import torch
 
 from models.cnn import build_model
 from models.datasets import load_splits
-from models.spec import EnsembleSpec, JobSpec
+from models.spec import EnsembleSpec
+from tests.factories import Recorder, job_spec, training
 from worker.training import evaluate, train
 from worker.vectorized import choose_strategy, train_members, train_sequential
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
-
-
-def lenet_job(**training) -> JobSpec:
-    return JobSpec.model_validate(
-        {
-            "dataset": {"name": "digits"},
-            "model": {"arch": "lenet5"},
-            "optimizer": {"type": "momentum", "lr": 0.05, "momentum": 0.9},
-            "training": {"epochs": 8, "batch_size": 64, "seed": 0} | training,
-        }
-    )
+MOMENTUM = {"type": "momentum", "lr": 0.05, "momentum": 0.9}
 
 
 def test_lenet5_trains_on_the_gpu_with_bf16_autocast_and_channels_last():
-    spec = lenet_job()
+    spec = job_spec(optimizer=MOMENTUM, training=training(epochs=8, batch_size=64))
     splits = load_splits(spec.dataset, spec.model)
 
     result = train(spec, splits, device=CUDA)
@@ -47,7 +38,7 @@ def test_lenet5_trains_on_the_gpu_with_bf16_autocast_and_channels_last():
 
 
 def test_gpu_trained_weights_evaluate_the_same_on_the_cpu():
-    spec = lenet_job(epochs=4)
+    spec = job_spec(optimizer=MOMENTUM, training=training(epochs=4, batch_size=64))
     splits = load_splits(spec.dataset, spec.model)
     result = train(spec, splits, device=CUDA)
 
@@ -61,11 +52,15 @@ def test_gpu_trained_weights_evaluate_the_same_on_the_cpu():
 
 
 def test_vectorized_members_train_on_the_gpu_like_members_trained_one_by_one():
-    spec = lenet_job(epochs=4).model_copy(update={"ensemble": EnsembleSpec(members=3, strategy="vmap")})
+    spec = job_spec(
+        optimizer=MOMENTUM,
+        training=training(epochs=4, batch_size=64),
+        ensemble={"members": 3, "strategy": "vmap"},
+    )
     splits = load_splits(spec.dataset, spec.model)
 
-    vectorized = train_members(spec, splits, [Quiet() for _ in range(3)], device=CUDA)
-    one_by_one = train_sequential(spec, splits, [Quiet() for _ in range(3)], device=CUDA)
+    vectorized = train_members(spec, splits, [Recorder() for _ in range(3)], device=CUDA)
+    one_by_one = train_sequential(spec, splits, [Recorder() for _ in range(3)], device=CUDA)
 
     assert choose_strategy(spec.model_copy(update={"ensemble": EnsembleSpec(members=3)}), CUDA) == "vmap"
     for together, alone in zip(vectorized, one_by_one, strict=True):
@@ -73,11 +68,3 @@ def test_vectorized_members_train_on_the_gpu_like_members_trained_one_by_one():
         # bits, so the members' accuracies agree within a few test images rather than exactly.
         assert together.metrics["test_acc"] >= 0.9
         assert abs(together.metrics["test_acc"] - alone.metrics["test_acc"]) <= 0.03
-
-
-class Quiet:
-    def report(self, points, progress):
-        return None
-
-    def epoch_end(self, state, metrics, progress):
-        return None

@@ -10,8 +10,8 @@ from torch import nn
 
 from models.datasets import load_splits
 from models.optim import apply_momentum_ramp, build_optimizer, build_schedule
-from models.spec import JobSpec
-from store.artifacts import load_checkpoint, save_checkpoint
+from store.artifacts import load_checkpoint
+from tests.factories import Recorder, job_spec, training
 from worker.training import Diverged, Stopped, train
 from worker.vectorized import choose_strategy, train_members, train_sequential
 
@@ -23,47 +23,21 @@ CPU = torch.device("cpu")
 SAME_WEIGHTS = {"rtol": 1e-4, "atol": 1e-5}
 
 
-def job(**fields) -> JobSpec:
-    """Two lenet5 members with everything that keeps state across steps: momentum (with its ramp), weight
-    decay, a decaying lr, batch norm statistics and an EMA of the weights."""
-    return JobSpec.model_validate(
-        {
-            "dataset": {"name": "digits"},
-            "model": {"arch": "lenet5", "batchnorm": True},
-            "optimizer": {
-                "type": "momentum",
-                "lr": 0.02,
-                "momentum": 0.9,
-                "momentum_ramp": {"start": 0.5, "epochs": 1},
-            },
-            "lr_schedule": {"type": "exponential", "k": 0.2, "unit": "epoch"},
-            "regularization": {"weight_decay": 5e-4},
-            "training": {"epochs": 2, "batch_size": 32, "seed": 0},
-            "ensemble": {"members": 2, "param_averaging": "ema", "ema_decay": 0.9},
-        }
-        | fields
-    )
-
-
-class Recorder:
-    """Keeps a member's curve and writes its checkpoints, as the worker's reporter does; may ask to stop."""
-
-    def __init__(self, directory=None, stop_after_reports: int | None = None) -> None:
-        self.directory = directory
-        self.stop_after_reports = stop_after_reports
-        self.points = []
-        self.checkpoints = {}
-
-    def report(self, points, progress):
-        self.points += points
-        if self.stop_after_reports is not None and len(self.points) >= 2 * self.stop_after_reports:
-            return "cancelled"
-        return None
-
-    def epoch_end(self, state, metrics, progress):
-        if self.directory is not None:
-            self.checkpoints[state.epoch] = self.directory / f"checkpoint-{state.epoch}.safetensors"
-            save_checkpoint(self.checkpoints[state.epoch], state)
+# Two lenet5 members with everything that keeps state across steps: momentum (with its ramp), weight decay,
+# a decaying lr, batch norm statistics and an EMA of the weights. The tests replace parts of it.
+STATEFUL = {
+    "model": {"arch": "lenet5", "batchnorm": True},
+    "optimizer": {
+        "type": "momentum",
+        "lr": 0.02,
+        "momentum": 0.9,
+        "momentum_ramp": {"start": 0.5, "epochs": 1},
+    },
+    "lr_schedule": {"type": "exponential", "k": 0.2, "unit": "epoch"},
+    "regularization": {"weight_decay": 5e-4},
+    "training": training(epochs=2, batch_size=32, seed=0),
+    "ensemble": {"members": 2, "param_averaging": "ema", "ema_decay": 0.9},
+}
 
 
 def recorders(directory, k: int) -> list[Recorder]:
@@ -92,19 +66,19 @@ def assert_same_metrics(actual: dict, expected: dict, splits) -> None:
 
 @pytest.fixture(scope="module")
 def splits():
-    return load_splits(job().dataset, job().model)
+    return load_splits(job_spec(STATEFUL).dataset, job_spec(STATEFUL).model)
 
 
 @pytest.fixture(scope="module")
 def vmapped(splits, tmp_path_factory):
     reporters = recorders(tmp_path_factory.mktemp("vmap"), 2)
-    return train_members(job(), splits, reporters, device=CPU), reporters
+    return train_members(job_spec(STATEFUL), splits, reporters, device=CPU), reporters
 
 
 @pytest.fixture(scope="module")
 def sequential(splits, tmp_path_factory):
     reporters = recorders(tmp_path_factory.mktemp("sequential"), 2)
-    return train_sequential(job(), splits, reporters, device=CPU), reporters
+    return train_sequential(job_spec(STATEFUL), splits, reporters, device=CPU), reporters
 
 
 def test_vmap_trains_each_member_as_its_own_run_would(vmapped, sequential, splits):
@@ -135,7 +109,7 @@ def test_a_vmap_checkpoint_resumes_in_plain_train(vmapped, sequential, splits):
     (together, reporters), (apart, _) = vmapped, sequential
     checkpoint = load_checkpoint(reporters[1].checkpoints[1])
     assert checkpoint.model.keys() == apart[1].model.state_dict().keys()  # a plain model's state dict
-    resumed = train(job().member_spec(1), splits, device=CPU, resume=checkpoint)
+    resumed = train(job_spec(STATEFUL).member_spec(1), splits, device=CPU, resume=checkpoint)
     for uninterrupted in (together[1], apart[1]):
         assert_same_weights(resumed.model, uninterrupted.model)
         assert_same_weights(resumed.averaged_model, uninterrupted.averaged_model)
@@ -145,7 +119,9 @@ def test_a_vmap_checkpoint_resumes_in_plain_train(vmapped, sequential, splits):
 def test_member_checkpoints_resume_a_vmap_attempt(vmapped, sequential, splits):
     for (uninterrupted, reporters), exact in ((vmapped, True), (sequential, False)):
         checkpoints = [load_checkpoint(reporter.checkpoints[1]) for reporter in reporters]
-        resumed = train_members(job(), splits, [Recorder(), Recorder()], device=CPU, resumes=checkpoints)
+        resumed = train_members(
+            job_spec(STATEFUL), splits, [Recorder(), Recorder()], device=CPU, resumes=checkpoints
+        )
         for member in (0, 1):
             # From its own checkpoints vmap continues bit for bit; from train()'s, to float tolerance.
             assert_same_weights(resumed[member].model, uninterrupted[member].model, exact)
@@ -155,7 +131,8 @@ def test_member_checkpoints_resume_a_vmap_attempt(vmapped, sequential, splits):
 
 @pytest.mark.parametrize("mode", ["inverted", "vanilla"])
 def test_dropout_draws_masks_per_member_and_resumes_exactly(tmp_path, splits, mode):
-    spec = job(
+    spec = job_spec(
+        STATEFUL,
         model={"arch": "lenet5"},
         regularization={"dropout": 0.3, "dropout_mode": mode},
         training={"epochs": 2, "batch_size": 128, "seed": 0},
@@ -171,7 +148,8 @@ def test_dropout_draws_masks_per_member_and_resumes_exactly(tmp_path, splits, mo
 
 
 def test_a_diverging_member_stops_them_all_and_is_named(splits):
-    spec = job(
+    spec = job_spec(
+        STATEFUL,
         model={"arch": "lenet5", "activation": "relu"},
         optimizer={"type": "sgd", "lr": 10.0},
         lr_schedule={"type": "constant"},
@@ -194,7 +172,7 @@ def test_a_diverging_member_stops_them_all_and_is_named(splits):
 
 def test_any_member_asking_to_stop_stops_them_all(splits):
     with pytest.raises(Stopped, match="cancelled"):
-        train_members(job(), splits, [Recorder(), Recorder(stop_after_reports=1)], device=CPU)
+        train_members(job_spec(STATEFUL), splits, [Recorder(), Recorder(stop_after_reports=1)], device=CPU)
 
 
 OPTIMIZERS = [
@@ -241,16 +219,12 @@ def test_one_optimizer_over_stacked_members_is_one_optimizer_per_member(optimize
 
 
 def strategy_of(device: str = "cpu", **fields) -> str:
-    ensemble = {"members": 4} | fields.pop("ensemble", {})
-    training = {"batch_size": 8} | fields.pop("training", {})
-    spec = JobSpec.model_validate(
-        {
-            "dataset": fields.pop("dataset", {"name": "digits"}),
-            "model": fields.pop("model", {"arch": "lenet5"}),
-            "optimizer": {"type": "sgd", "lr": 0.1},
-            "training": training,
-            "ensemble": ensemble,
-        }
+    spec = job_spec(
+        dataset=fields.pop("dataset", {"name": "digits"}),
+        model=fields.pop("model", {"arch": "lenet5"}),
+        optimizer={"type": "sgd", "lr": 0.1},
+        training=training(**{"batch_size": 8} | fields.pop("training", {})),
+        ensemble={"members": 4} | fields.pop("ensemble", {}),
     )
     return choose_strategy(spec, torch.device(device))
 

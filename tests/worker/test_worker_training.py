@@ -14,8 +14,9 @@ from torch import nn
 from models.cnn import build_model
 from models.datasets import load_splits
 from models.optim import build_optimizer
-from models.spec import JobSpec
-from store.artifacts import load_checkpoint, load_weights, save_checkpoint, save_weights
+from store.artifacts import load_checkpoint, load_weights, save_weights
+from store.states import StopReason
+from tests.factories import Recorder, job_spec, training
 from worker.training import (
     DIVERGENCE_FACTOR,
     Diverged,
@@ -33,35 +34,6 @@ TINY_LAYERS = [
     {"type": "flatten"},
     {"type": "linear", "out_features": 10},
 ]
-
-
-def job(model: dict | None = None, optimizer: dict | None = None, **training) -> JobSpec:
-    return JobSpec.model_validate(
-        {
-            "dataset": {"name": "digits"},
-            "model": model or {"arch": "lenet5"},
-            "optimizer": optimizer or {"type": "sgd", "lr": 0.1},
-            "training": {"epochs": 2, "batch_size": 64, "seed": 0} | training,
-        }
-    )
-
-
-class Recorder:
-    """A reporter that keeps the curve and writes each epoch's checkpoint, as the worker's does."""
-
-    def __init__(self, directory=None) -> None:
-        self.directory = directory
-        self.losses: list[float] = []
-        self.checkpoints = {}
-
-    def report(self, points, progress):
-        self.losses += [p.value for p in points if p.name == "train_loss"]
-
-    def epoch_end(self, state, metrics, progress):
-        if self.directory is not None:
-            # Written at once: the state's tensors are the live model's, which training goes on changing.
-            self.checkpoints[state.epoch] = self.directory / f"checkpoint-{state.epoch}.safetensors"
-            save_checkpoint(self.checkpoints[state.epoch], state)
 
 
 def outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +60,7 @@ def test_channels_last_is_chosen_for_conv_nets_whose_batch_norms_it_does_not_slo
 
 
 def test_channels_last_and_eager_give_the_same_loss_curve():
-    spec = job()
+    spec = job_spec(training=training(batch_size=64))
     splits = load_splits(spec.dataset, spec.model)
     runs = {}
     for channels_last in (False, None):  # None: the engine's own choice, channels_last on the CPU
@@ -104,7 +76,7 @@ def test_channels_last_and_eager_give_the_same_loss_curve():
 
 
 def test_weights_saved_from_a_channels_last_run_load_into_a_plain_model(tmp_path):
-    spec = job(epochs=1)
+    spec = job_spec(training=training(epochs=1, batch_size=64))
     splits = load_splits(spec.dataset, spec.model)
     recorder = Recorder(tmp_path)
     result = train(spec, splits, recorder, device=CPU)
@@ -123,12 +95,11 @@ def test_weights_saved_from_a_channels_last_run_load_into_a_plain_model(tmp_path
 
 def test_resume_mid_run_reproduces_the_uninterrupted_run_exactly(tmp_path):
     # Momentum (optimizer state), a decaying lr (schedule state) and dropout (RNG state) all carry over.
-    spec = JobSpec.model_validate(
-        job(optimizer={"type": "momentum", "lr": 0.02, "momentum": 0.9}, epochs=3).model_dump()
-        | {
-            "lr_schedule": {"type": "exponential", "k": 0.2, "unit": "epoch"},
-            "regularization": {"dropout": 0.3},
-        }
+    spec = job_spec(
+        optimizer={"type": "momentum", "lr": 0.02, "momentum": 0.9},
+        lr_schedule={"type": "exponential", "k": 0.2, "unit": "epoch"},
+        regularization={"dropout": 0.3},
+        training=training(epochs=3, batch_size=64),
     )
     splits = load_splits(spec.dataset, spec.model)
     recorder = Recorder(tmp_path)
@@ -141,7 +112,11 @@ def test_resume_mid_run_reproduces_the_uninterrupted_run_exactly(tmp_path):
 
 
 def test_divergence_is_reported_at_the_step_it_happens():
-    spec = job(model={"arch": "lenet5", "activation": "relu"}, optimizer={"type": "sgd", "lr": 5.0})
+    spec = job_spec(
+        model={"arch": "lenet5", "activation": "relu"},
+        optimizer={"type": "sgd", "lr": 5.0},
+        training=training(batch_size=64),
+    )
     splits = load_splits(spec.dataset, spec.model)
     # The reference: the same initial weights and batches in a plain loop, every loss read at once.
     torch.manual_seed(0)
@@ -172,7 +147,7 @@ def test_divergence_is_reported_at_the_step_it_happens():
 
 @pytest.mark.timeout(900)  # a cold torch.compile on a loaded 2-core machine
 def test_a_compiled_run_trains_resumes_and_saves_plain_weights(tmp_path):
-    spec = job(model={"layers": TINY_LAYERS}, compile=True)
+    spec = job_spec(model={"layers": TINY_LAYERS}, training=training(batch_size=64, compile=True))
     splits = load_splits(spec.dataset, spec.model)
     recorder = Recorder(tmp_path)
     result = train(spec, splits, recorder, device=CPU)
@@ -199,11 +174,14 @@ def test_a_failing_compile_falls_back_to_eager(monkeypatch, caplog):
         return forward
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    spec = job(model={"layers": TINY_LAYERS}, epochs=1)
+    spec = job_spec(model={"layers": TINY_LAYERS}, training=training(epochs=1, batch_size=64))
     splits = load_splits(spec.dataset, spec.model)
     eager = train(spec, splits, device=CPU)
+    compiled = job_spec(
+        model={"layers": TINY_LAYERS}, training=training(epochs=1, batch_size=64, compile=True)
+    )
     with caplog.at_level(logging.WARNING, logger="worker.training"):
-        fallen_back = train(job(model={"layers": TINY_LAYERS}, epochs=1, compile=True), splits, device=CPU)
+        fallen_back = train(compiled, splits, device=CPU)
     assert not fallen_back.engine.compiled
     assert "no C++ compiler found" in caplog.text
     for name, tensor in eager.model.state_dict().items():
@@ -224,10 +202,10 @@ def test_the_loop_keeps_reporting_while_it_compiles(monkeypatch):
             if points:
                 return None
             self.empty_reports += 1
-            return "cancelled" if self.empty_reports == 3 else None
+            return StopReason.CANCELLED if self.empty_reports == 3 else None
 
     monkeypatch.setattr(torch, "compile", slow_compile)
-    spec = job(model={"layers": TINY_LAYERS}, compile=True)
+    spec = job_spec(model={"layers": TINY_LAYERS}, training=training(batch_size=64, compile=True))
     reporter = CancelsWhileCompiling()
     with pytest.raises(Stopped, match="cancelled"):
         train(spec, load_splits(spec.dataset, spec.model), reporter, device=CPU)
