@@ -71,7 +71,7 @@ def plan_ensemble(job_id: str) -> Plan | None:
             return None
         spec = JobSpec.model_validate(job.spec)
         # A redelivered task keeps the strategy chosen the first time.
-        strategy = job.strategy or choose_strategy(spec, pick_device(settings.device))
+        strategy = job.strategy or choose_strategy(spec, pick_device(settings.device), settings.data_dir)
         members = lifecycle.start_ensemble(session, job_id, strategy)
     if members is None:
         return None

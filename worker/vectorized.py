@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -75,14 +76,16 @@ CPU_VMAP_MIN_MEMBERS = 4
 CUDA_VMAP_MAX_FLOPS_PER_STEP = 3e10  # forward FLOPs of one member's batch (inspect_model's, times batch size)
 
 
-def choose_strategy(spec: JobSpec, device: torch.device) -> Strategy:
-    """How the job's members train on this device: the spec's strategy, or for "auto" the faster one."""
+def choose_strategy(spec: JobSpec, device: torch.device, data_dir: Path | None = None) -> Strategy:
+    """How the job's members train on this device: the spec's strategy, or for "auto" the faster one.
+
+    `data_dir`: where an uploaded dataset's file tells its input shape, hence the step's FLOPs."""
     if spec.ensemble.strategy != "auto":
         return spec.ensemble.strategy
     if spec.ensemble.members == 1:
         return "sequential"  # nothing to fan out or vectorize: the one member trains in this task
     if device.type == "cuda":
-        step_flops = inspect_model(spec).flops_per_sample * spec.training.batch_size
+        step_flops = inspect_model(spec, data_dir).flops_per_sample * spec.training.batch_size
         return "vmap" if step_flops <= CUDA_VMAP_MAX_FLOPS_PER_STEP else "fanout"
     small_batch = spec.training.batch_size <= CPU_VMAP_MAX_BATCH
     return "vmap" if small_batch and spec.ensemble.members >= CPU_VMAP_MIN_MEMBERS else "fanout"
