@@ -21,6 +21,7 @@ from store.db import session_scope
 from store.settings import get_settings
 from store.states import TERMINAL, EnsembleStatus, JobStatus
 from store.tables import Job
+from worker.engine import pick_device
 from worker.ensemble_build import build_ensemble
 from worker.reporting import JobReporter
 from worker.run_job import (
@@ -32,7 +33,6 @@ from worker.run_job import (
     success_outcome,
     train_claimed,
 )
-from worker.training import pick_device
 from worker.vectorized import choose_strategy, train_members
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,10 @@ from store.queue import enqueue_training
 from store.settings import Settings, get_settings
 from store.states import JobStatus, StopReason
 from store.tables import Job, Run
+from worker.engine import pick_device
+from worker.reporter import Diverged, Stopped
 from worker.reporting import JobReporter, announce_status
-from worker.training import Diverged, Stopped, TrainResult, pick_device, train
+from worker.training import TrainResult, train
 
 log = logging.getLogger(__name__)
 

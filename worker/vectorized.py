@@ -36,16 +36,9 @@ from models.cnn import inspect_model
 from models.datasets import Splits
 from models.spec import JobSpec
 from store.artifacts import TrainingState
-from worker.training import (
-    EngineFeatures,
-    Reporter,
-    TrainResult,
-    pick_device,
-    seeded_model,
-    train,
-    train_trainee,
-    wants_bf16_autocast,
-)
+from worker.engine import EngineFeatures, pick_device, wants_bf16_autocast
+from worker.reporter import Reporter
+from worker.training import TrainResult, seeded_model, train, train_trainee
 
 Strategy = Literal["fanout", "vmap", "sequential"]
 

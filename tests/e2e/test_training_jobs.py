@@ -9,7 +9,7 @@ from models.datasets import load_splits
 from models.spec import JobSpec
 from store.artifacts import load_weights
 from tests.factories import lenet_spec, training
-from worker.training import evaluate
+from worker.bookkeeping import evaluate
 
 
 def check_job_end_to_end(live, tmp_path) -> None:

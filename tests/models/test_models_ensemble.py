@@ -22,7 +22,7 @@ from models.ensemble import (
 )
 from models.spec import SpecError
 from tests.factories import job_spec, training
-from worker.training import evaluate
+from worker.bookkeeping import evaluate
 
 DIGITS = {"name": "digits"}
 LENET5 = {"arch": "lenet5"}

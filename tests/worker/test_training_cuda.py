@@ -13,7 +13,8 @@ from models.cnn import build_model
 from models.datasets import load_splits
 from models.spec import EnsembleSpec
 from tests.factories import Recorder, job_spec, training
-from worker.training import evaluate, train
+from worker.bookkeeping import evaluate
+from worker.training import train
 from worker.vectorized import choose_strategy, train_members, train_sequential
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

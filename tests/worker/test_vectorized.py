@@ -12,7 +12,8 @@ from models.datasets import load_splits
 from models.optim import apply_momentum_ramp, build_optimizer, build_schedule
 from store.artifacts import load_checkpoint
 from tests.factories import Recorder, job_spec, training
-from worker.training import Diverged, Stopped, train
+from worker.reporter import Diverged, Stopped
+from worker.training import train
 from worker.vectorized import choose_strategy, train_members, train_sequential
 
 CPU = torch.device("cpu")

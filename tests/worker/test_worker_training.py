@@ -17,14 +17,9 @@ from models.optim import build_optimizer
 from store.artifacts import load_checkpoint, load_weights, save_weights
 from store.states import StopReason
 from tests.factories import Recorder, job_spec, training
-from worker.training import (
-    DIVERGENCE_FACTOR,
-    Diverged,
-    Stopped,
-    epoch_order,
-    train,
-    wants_channels_last,
-)
+from worker.engine import wants_channels_last
+from worker.reporter import DIVERGENCE_FACTOR, Diverged, Stopped
+from worker.training import epoch_order, train
 
 CPU = torch.device("cpu")
 # A network small enough that torch.compile takes seconds, not minutes.
@@ -180,7 +175,7 @@ def test_a_failing_compile_falls_back_to_eager(monkeypatch, caplog):
     compiled = job_spec(
         model={"layers": TINY_LAYERS}, training=training(epochs=1, batch_size=64, compile=True)
     )
-    with caplog.at_level(logging.WARNING, logger="worker.training"):
+    with caplog.at_level(logging.WARNING, logger="worker.engine"):
         fallen_back = train(compiled, splits, device=CPU)
     assert not fallen_back.engine.compiled
     assert "no C++ compiler found" in caplog.text

@@ -1,0 +1,164 @@
+"""What the training loop does around its steps: the curve, divergence, progress and epoch-end states."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from store.artifacts import TrainingState
+from store.states import StopReason
+from store.streams import Point
+from worker.reporter import DIVERGENCE_FACTOR, Diverged, Reporter, Stopped
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a split, one host sync at the end."""
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start : start + batch_size])
+        target = y[start : start + batch_size]
+        loss_sum += F.cross_entropy(logits.float(), target, reduction="sum")
+        correct += (logits.argmax(1) == target).sum()
+    return loss_sum.item() / len(x), correct.item() / len(x)
+
+
+class Bookkeeper:
+    """What the loop does around its steps: curve, divergence, progress and epoch-end states, per member.
+
+    Step losses stay on the device and are read once per report: no host sync on every step. Each read checks
+    them for divergence and sends member i's curve points and progress to reporters[i]. After each epoch every
+    member is evaluated and its reporter gets a TrainingState of its own. `members` names the members in
+    errors (None for a single run); `resumes` holds each member's state to resume from, all at the same step.
+    """
+
+    def __init__(
+        self,
+        reporters: list[Reporter],
+        resumes: list[TrainingState] | None,
+        *,
+        epochs: int,
+        steps_per_epoch: int,
+        report_every: int,
+        attempt: int,
+        device: torch.device,
+        members: list[int] | None = None,
+    ) -> None:
+        self.reporters = reporters
+        self.members = members
+        self.epochs = epochs
+        self.total_steps = epochs * steps_per_epoch
+        self.attempt = attempt
+        self.window = torch.zeros(report_every, len(reporters), device=device)  # step x member
+        self.filled = 0
+        extras = [resume.extra for resume in resumes] if resumes else [{} for _ in reporters]
+        self.start_epoch, self.step = (resumes[0].epoch, resumes[0].step) if resumes else (0, 0)
+        self.initial_loss: list[float | None] = [extra.get("initial_loss") for extra in extras]
+        self.best_val_acc: list[float] = [extra.get("best_val_acc", 0.0) for extra in extras]
+        self.last_train_loss = [math.nan] * len(reporters)
+        self.elapsed_before = extras[0].get("elapsed_s", 0.0)
+        self.started = time.perf_counter()
+        self.steps_this_attempt = 0
+
+    def elapsed_s(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def progress(self, epoch_float: float) -> dict[str, float]:
+        rate = (time.perf_counter() - self.started) / max(self.steps_this_attempt, 1)
+        return {
+            "epoch": epoch_float,
+            "epochs": self.epochs,
+            "step": self.step,
+            "steps": self.total_steps,
+            "fraction": self.step / self.total_steps,
+            "eta_s": rate * (self.total_steps - self.step),
+            # Over this attempt, evaluation included: what the worker sustains. Steps, not samples: the
+            # loop does not know the batch size; the API's /metrics multiplies by the job's.
+            "steps_per_s": self.steps_this_attempt / max(time.perf_counter() - self.started, 1e-9),
+        }
+
+    def record(self, losses: torch.Tensor) -> bool:
+        """Takes one step's loss per member, still on the device; answers whether a report is due."""
+        self.window[self.filled] = losses.detach()
+        self.filled += 1
+        self.step += 1
+        self.steps_this_attempt += 1
+        return self.filled == len(self.window)
+
+    def flush(self, epoch_float: float, lr: float) -> None:
+        rows = self.window[: self.filled].tolist()
+        first_step = self.step - self.filled + 1
+        self.initial_loss = [rows[0][m] if loss is None else loss for m, loss in enumerate(self.initial_loss)]
+        # Step by step, so the earliest divergence is the one reported, whichever member it happened to.
+        for offset, row in enumerate(rows):
+            for m, (loss, initial) in enumerate(zip(row, self.initial_loss, strict=True)):
+                if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * initial:
+                    member = None if self.members is None else self.members[m]
+                    raise Diverged(first_step + offset, loss, initial, member)
+        self.filled = 0
+        progress = self.progress(epoch_float)
+        reasons = []
+        for m, reporter in enumerate(self.reporters):
+            self.last_train_loss[m] = sum(row[m] for row in rows) / len(rows)
+            points = [
+                Point(self.step, epoch_float, "train_loss", self.last_train_loss[m], self.attempt),
+                Point(self.step, epoch_float, "lr", lr, self.attempt),
+            ]
+            reasons.append(reporter.report(points, progress))
+        self._stop_if_asked(reasons)
+
+    def end_epoch(
+        self,
+        epoch: int,
+        models: list[nn.Module],
+        optimizer_states: list[dict],
+        scheduler_state: dict,
+        val: tuple[torch.Tensor, torch.Tensor],
+        lr: float,
+        extra: dict | None = None,
+    ) -> list[dict[str, float]]:
+        """Evaluates member i's `models[i]` and hands reporters[i] its metrics and TrainingState."""
+        evaluations = [evaluate(model, *val) for model in models]
+        progress = self.progress(epoch + 1.0)
+        rng = torch.get_rng_state()
+        all_metrics, reasons = [], []
+        for m, (model, (val_loss, val_acc)) in enumerate(zip(models, evaluations, strict=True)):
+            self.best_val_acc[m] = max(self.best_val_acc[m], val_acc)
+            metrics = {
+                "train_loss": self.last_train_loss[m],
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "best_val_acc": self.best_val_acc[m],
+                "lr": lr,
+            }
+            state = TrainingState(
+                epoch=epoch + 1,
+                step=self.step,
+                model=model.state_dict(),
+                optimizer=optimizer_states[m],
+                scheduler=scheduler_state,
+                rng=rng,
+                extra={
+                    "best_val_acc": self.best_val_acc[m],
+                    "initial_loss": self.initial_loss[m],
+                    "elapsed_s": self.elapsed_s(),
+                }
+                | (extra or {}),
+            )
+            reasons.append(self.reporters[m].epoch_end(state, metrics, progress))
+            all_metrics.append(metrics)
+        self._stop_if_asked(reasons)
+        return all_metrics
+
+    @staticmethod
+    def _stop_if_asked(reasons: list[StopReason | None]) -> None:
+        if reason := next((reason for reason in reasons if reason), None):
+            raise Stopped(reason)
