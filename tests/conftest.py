@@ -87,16 +87,6 @@ def pg_stack(tmp_path_factory, postgres_url) -> Iterator[LiveStack]:
 
 
 @pytest.fixture(scope="module")
-def api_only(tmp_path_factory) -> Iterator[LiveStack]:
-    """The API with no worker: whatever it enqueues stays in Redis where a test can count it."""
-    server = start_private_redis(tmp_path_factory.mktemp("api-only-redis"))
-    live = _stack(tmp_path_factory, "api-only", None, server.url, workers=0)
-    yield live
-    live.stop()
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def start_in_process_api(tmp_path_factory) -> Iterator[Callable[..., InProcessApi]]:
     """Starts apps in this process, each on a SQLite file and a private Redis of its own (so that what it
     queues can be counted); `variables` (TRAINYARD_* as a LiveStack takes them) and settings fields
