@@ -53,6 +53,12 @@ class JobsCollector(Collector):
             with self.sessions() as session:
                 yield from self._job_metrics(session)
                 running = self._running_jobs(session)
+            # Counted from the same rows as the per-job series below, not from the GROUP BY above: each
+            # query sees its own moment (READ COMMITTED), and a job that started between them would show
+            # a stream lag while no job was running.
+            yield GaugeMetricFamily(
+                "trainyard_jobs_running", "models training now (train jobs running)", len(running)
+            )
             up.add_metric(["database"], 1)
         except SQLAlchemyError:
             logger.warning("metrics: the database could not be read", exc_info=True)
@@ -101,8 +107,6 @@ class JobsCollector(Collector):
                 durations.add_metric([status, kind], [*buckets, ("+Inf", timed)], sum_value=float(total))
         yield jobs
         yield durations
-        running = found.get((JobStatus.RUNNING, JobKind.TRAIN), empty)[0]
-        yield GaugeMetricFamily("trainyard_jobs_running", "models training now (train jobs running)", running)
 
     @staticmethod
     def _running_jobs(session: Session) -> list[tuple[str, int]]:
