@@ -14,7 +14,7 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 else:
-    engine = make_engine(url)
+    engine = make_engine(url, pool_size=1)  # migrations use one connection
     with engine.connect() as connection:
         context.configure(
             connection=connection, target_metadata=target_metadata, render_as_batch=url.startswith("sqlite")

@@ -13,12 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from store.settings import Settings, get_settings
 
 
-def make_engine(url: str, pool_size: int | None = None) -> Engine:
-    """An engine on `url` keeping `pool_size` connections (default: the process's db_pool_size)."""
+def make_engine(url: str, pool_size: int) -> Engine:
+    """An engine on `url` keeping `pool_size` connections."""
     # Half as many again on top of the pool: the API's request sessions are limited to pool_size
     # (api.deps), so the work it does outside them (event streams, caches) always finds a connection.
-    size = pool_size or get_settings().db_pool_size
-    pool = {"pool_size": size, "max_overflow": max(2, size // 2)}
+    pool = {"pool_size": pool_size, "max_overflow": max(2, pool_size // 2)}
     if url.startswith("sqlite"):
         # The API and the worker write concurrently: WAL lets readers run beside one writer,
         # and the busy timeout makes a second writer wait instead of failing.
@@ -38,7 +37,8 @@ def make_engine(url: str, pool_size: int | None = None) -> Engine:
 
 @lru_cache
 def get_engine() -> Engine:
-    return make_engine(get_settings().sqlalchemy_url)
+    settings = get_settings()
+    return make_engine(settings.sqlalchemy_url, settings.db_pool_size)
 
 
 # A session's `info` key for the Celery producer that what it commits is sent with (store/webhooks.py);
@@ -56,10 +56,6 @@ def make_session_factory(settings: Settings, producer: Celery | None = None) -> 
 @lru_cache
 def _session_factory() -> sessionmaker[Session]:
     return sessionmaker(get_engine(), expire_on_commit=False)
-
-
-def new_session() -> Session:
-    return _session_factory()()
 
 
 @contextmanager

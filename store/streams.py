@@ -52,11 +52,6 @@ def get_redis() -> redis.Redis:
     return make_redis(get_settings().redis_url)
 
 
-@lru_cache
-def get_async_redis() -> redis.asyncio.Redis:
-    return make_async_redis(get_settings().redis_url)
-
-
 @dataclass(frozen=True)
 class Point:
     step: int

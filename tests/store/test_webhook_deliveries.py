@@ -26,7 +26,7 @@ def engine(request, tmp_path):
     else:
         url = request.getfixturevalue("postgres_url")
     upgrade(url)
-    engine = make_engine(url)
+    engine = make_engine(url, pool_size=5)
     yield engine
     engine.dispose()
 
