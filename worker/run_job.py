@@ -104,7 +104,7 @@ def failure_outcome(claim: Claim, exc: Exception) -> Outcome | StopReason:
     """How an attempt that raised ends: an Outcome that ends the job, or the reason it stopped without
     ending it (SHUTDOWN: its worker hands it back; LOST: another worker owns it now)."""
     if isinstance(exc, Stopped):
-        return Outcome(JobStatus.CANCELLED) if exc.reason == StopReason.CANCELLED else StopReason(exc.reason)
+        return Outcome(JobStatus.CANCELLED) if exc.reason == StopReason.CANCELLED else exc.reason
     if isinstance(exc, Diverged):
         return Outcome(JobStatus.FAILED, error=str(exc))
     # A bug or bad data: the job fails with the reason, the worker lives on.
