@@ -14,6 +14,7 @@ Unit = Literal["epoch", "step"]
 # Probabilities of dropping a unit: 1.0 would drop everything, so it is refused.
 DropProbability = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}$")]
 
 
 class SpecError(ValueError):
@@ -359,6 +360,12 @@ class EnsembleSpec(Strict):
 
 class JobSpec(Strict):
     name: str | None = Field(None, min_length=1, max_length=120)
+    tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=16,
+        description="labels to find the job and its runs by (GET /v1/jobs?tag=, /v1/runs?tag=): 1-64 of "
+        "letters, digits and _.:=-",
+    )
     dataset: DatasetSpec
     model: ModelSpec
     optimizer: OptimizerSpec = Field(default_factory=lambda: SGD(type="sgd"))
@@ -399,6 +406,11 @@ class JobSpec(Strict):
         if name is not None and not name.isprintable():
             raise ValueError("name must be printable text")
         return name
+
+    @field_validator("tags")
+    @classmethod
+    def _distinct(cls, tags: list[str]) -> list[str]:
+        return sorted(set(tags))
 
     @property
     def display_name(self) -> str:

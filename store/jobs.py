@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from models.spec import JobSpec
 from store import webhooks
 from store.states import ACTIVE, JobKind, JobStatus
-from store.tables import CurvePoint, Job, Run, utcnow
+from store.tables import CurvePoint, Job, JobTag, Run, utcnow
 
 
 def create_job(session: Session, spec: JobSpec, summary: dict[str, Any], tenant: str = "default") -> Job:
@@ -28,6 +28,7 @@ def create_job(session: Session, spec: JobSpec, summary: dict[str, Any], tenant:
         kind=JobKind.ENSEMBLE if members > 1 else JobKind.TRAIN,
         progress={},
         metrics={},
+        tags=[JobTag(tag=tag) for tag in spec.tags],
     )
     session.add(job)
     session.flush()
@@ -45,6 +46,7 @@ def create_job(session: Session, spec: JobSpec, summary: dict[str, Any], tenant:
                 member=member,
                 progress={},
                 metrics={},
+                tags=[JobTag(tag=tag) for tag in spec.tags],
             )
         )
     session.flush()

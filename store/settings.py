@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     report_every: int = Field(10, ge=1, description="steps between curve flushes to Redis")
     stream_maxlen: int = Field(100_000, ge=100, description="approximate cap of a job's Redis stream")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    retention_days: float | None = Field(
+        None, gt=0, description="finished jobs older than this are deleted, with their runs and files"
+    )
     keep_checkpoints: int = Field(3, ge=1, description="newest epoch checkpoints kept per job")
     gpus: str | None = Field(
         None, description="CUDA devices (0,1,...) a worker's training processes take one each; set by the CLI"
@@ -80,6 +83,12 @@ class Settings(BaseSettings):
         2**20, ge=1024, description="largest request body where a route has no limit of its own (else 413)"
     )
     max_page_size: int = Field(100, ge=1, description="largest `limit` a list route accepts")
+    rate_limit_per_minute: int = Field(
+        1200, ge=0, description="requests per minute one API key may make to /v1 (else 429); 0: no limit"
+    )
+    rate_limit_burst: int = Field(
+        100, ge=1, description="requests one API key may make at once above its per-minute rate"
+    )
     idempotency_ttl_s: float = Field(
         86_400, ge=86_400, description="an Idempotency-Key's first answer is replayed this long (>= 24 h)"
     )
@@ -98,6 +107,9 @@ class Settings(BaseSettings):
 
     # Webhooks (a job's notify_url).
     webhook_secret: str | None = Field(None, description="HMAC key; default: one generated in home/")
+    webhook_secret_grace_s: float = Field(
+        86_400, ge=0, description="a rotated-out webhook secret keeps signing beside the new one this long"
+    )
     webhook_timeout_s: float = Field(10.0, gt=0, description="longest wait for a receiver's answer")
     webhook_max_attempts: int = Field(5, ge=1, description="attempts before a delivery is failed")
     webhook_backoff_s: float = Field(1.0, gt=0, description="wait before the first retry; doubles after")

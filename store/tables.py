@@ -1,4 +1,5 @@
-"""ORM tables: jobs, runs, curves, checkpoints, ensembles, webhooks, API keys, datasets, idempotency."""
+"""ORM tables: jobs and their tags, runs, curves, checkpoints, ensembles, webhooks and their secrets, API
+keys, datasets, idempotency."""
 
 from __future__ import annotations
 
@@ -79,7 +80,17 @@ class Job(Base):
     tenant: Mapped[str] = mapped_column(String(64), default="default", server_default="default", index=True)
 
     runs: Mapped[list[Run]] = relationship(back_populates="job", order_by="Run.member")
+    tags: Mapped[list[JobTag]] = relationship(order_by="JobTag.tag", cascade="all, delete-orphan")
     children: Mapped[list[Job]] = relationship(order_by="Job.member")
+
+
+class JobTag(Base):
+    """One of a job's tags (JobSpec.tags), a row each so that lists filter by tag on any database."""
+
+    __tablename__ = "job_tags"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class Run(Base):
@@ -190,6 +201,22 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[float] = mapped_column(Float)
+
+
+class WebhookSecret(Base):
+    """A tenant's webhook signing secret (Standard Webhooks, `whsec_<base64>`).
+
+    Kept in the clear: the worker signs with it, so a hash would not do. A rotated-out secret keeps
+    signing beside the new one until `expires_at`, so receivers can switch without losing a delivery.
+    """
+
+    __tablename__ = "webhook_secrets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]  # null: the current secret
 
 
 class ApiKey(Base):
