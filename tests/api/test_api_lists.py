@@ -8,7 +8,9 @@ the runs a worker would record.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +25,7 @@ from store.tables import Run
 from tests.conftest import scratch_postgres
 from tests.factories import lenet_spec
 from tests.in_process_api import InProcessApi
+from trainyard.client import TrainyardClient
 
 LAYERS = [{"type": "conv", "out_channels": 4}, {"type": "flatten"}, {"type": "linear", "out_features": 10}]
 NPZ = {"content-type": "application/x-npz"}
@@ -255,6 +258,29 @@ def test_a_bad_cursor_is_a_422(api, path, cursor):
     assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["query", "cursor"]
 
 
+def envelope(after: str, listing: str = "runs", sort: str = "test_acc") -> str:
+    """A cursor as the API makes them, around a bookmark of our own (sqlakeyset's format)."""
+    raw = json.dumps({"list": listing, "sort": sort, "after": after}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "bookmark",
+    [
+        ">s:high~dt:2026-01-01 00:00:00~s:x",  # a string where the accuracy goes
+        ">f:0.5~s:yesterday~s:x",  # a string where the time goes
+        ">f:0.5~dt:2026-01-01 00:00:00",  # a key short
+        "<f:0.5~dt:2026-01-01 00:00:00~s:x",  # backwards: the API never makes those
+        ">x~x~x",  # nulls
+    ],
+)
+def test_a_forged_cursor_is_a_422_not_a_database_error(api, bookmark):
+    refused = api.http.get("/v1/runs", params={"sort": "test_acc", "cursor": envelope(bookmark)})
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["query", "cursor"]
+    made_like_ours = envelope(">f:0.5~dt:2026-01-01 00:00:00~s:x")
+    assert api.http.get("/v1/runs", params={"sort": "test_acc", "cursor": made_like_ours}).status_code == 200
+
+
 def test_a_cursor_works_only_on_the_list_and_sort_it_came_from(api, tenant):
     client = tenant("cursors")
     for acc in (0.1, 0.2, 0.3):
@@ -288,3 +314,18 @@ def test_a_tenant_lists_only_its_own_runs(api, tenant):
     assert ids(every_page(owner, "/v1/runs")) == runs
     assert every_page(stranger, "/v1/runs") == []
     assert every_page(stranger, "/v1/runs", job_id=job_id) == []
+
+
+def test_the_client_reads_every_list_as_pages(api):
+    key = api.new_key("client")
+    with api.client(key) as http:
+        trained(api, http, accs=[0.8], tags=["via-client"])
+        trained(api, http, accs=[0.6], tags=["via-client", "second"])
+    with TrainyardClient(api.url, api_key=key) as client:
+        first = client.runs(limit=1, sort="test_acc", tag=["via-client"])
+        assert [run["test_acc"] for run in first["items"]] == [0.8]
+        rest = client.runs(limit=1, sort="test_acc", tag=["via-client"], cursor=first["next_cursor"])
+        assert [run["test_acc"] for run in rest["items"]] == [0.6] and rest["next_cursor"] is None
+        assert [job["tags"] for job in client.jobs(tags=["second"])["items"]] == [["second", "via-client"]]
+        assert client.ensembles() == {"items": [], "next_cursor": None}
+        assert client.datasets() == {"items": [], "next_cursor": None}
