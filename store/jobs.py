@@ -73,7 +73,8 @@ def get_run(session: Session, run_id: str, tenant: str | None = None) -> Run | N
 JOB_ORDER = pages.Sort("created_at", (Job.created_at, Job.id))
 RUN_ORDERS = {
     "created_at": pages.Sort("created_at", (Run.created_at, Run.id)),
-    # Best first; a run without a test accuracy (none was measured) after every run with one.
+    # Best first; a run without a test accuracy (none was measured) after every run with one: accuracies
+    # are 0 to 1, so -1 sorts below them all, and keyset paging needs a key that is never NULL.
     "test_acc": pages.Sort("test_acc", (func.coalesce(Run.test_acc, -1.0), Run.created_at, Run.id)),
 }
 
