@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from api.pages import Page
 from store.ensembles import member_ref
 from store.states import EnsembleStatus, JobKind, JobStatus
 from store.tables import Ensemble, Job, Run
@@ -38,6 +39,7 @@ class RunOut(UtcModel):
     metrics: dict[str, Any]
     test_acc: float | None
     weights_url: str
+    tags: list[str] = Field(default_factory=list, description="its job's tags")
     created_at: datetime
 
     @classmethod
@@ -50,6 +52,7 @@ class RunOut(UtcModel):
             metrics=run.metrics,
             test_acc=run.test_acc,
             weights_url=f"/v1/runs/{run.id}/weights",
+            tags=[tag.tag for tag in run.job.tags],
             created_at=run.created_at,
         )
 
@@ -71,6 +74,7 @@ class JobOut(UtcModel):
     name: str
     kind: JobKind = Field(description='"train" (one model) or "ensemble" (members, then an ensemble)')
     status: JobStatus
+    tags: list[str] = Field(default_factory=list, description="the spec's tags, sorted")
     spec: dict[str, Any]
     summary: dict[str, Any]
     progress: Progress
@@ -102,6 +106,7 @@ class JobOut(UtcModel):
             name=job.name,
             kind=job.kind,
             status=job.status,
+            tags=[tag.tag for tag in job.tags],
             spec=job.spec,
             summary=job.summary,
             progress=Progress(**(job.progress | (live_progress or {}))),
@@ -120,9 +125,8 @@ class JobOut(UtcModel):
         )
 
 
-class JobPage(BaseModel):
-    items: list[JobOut]
-    next_cursor: str | None
+class JobPage(Page[JobOut]):
+    pass
 
 
 class CurvePoint(BaseModel):
@@ -207,3 +211,14 @@ class EnsembleOut(UtcModel):
 class PredictionOut(BaseModel):
     probs: list[list[float]] = Field(description="N×classes")
     labels: list[int]
+
+
+# ---------------------------------------------------------------- pages (api/pages.py)
+
+
+class RunPage(Page[RunOut]):
+    pass
+
+
+class EnsemblePage(Page[EnsembleOut]):
+    pass

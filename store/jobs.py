@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import json
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy.orm import Session, selectinload
 
 from models.spec import JobSpec
-from store import webhooks
+from store import pages, webhooks
 from store.states import ACTIVE, JobKind, JobStatus
 from store.tables import CurvePoint, Job, JobTag, Run, utcnow
+
+# The `arch` filter's name for a job whose model is a layer list rather than a preset.
+CUSTOM_ARCH = "custom"
 
 
 def create_job(session: Session, spec: JobSpec, summary: dict[str, Any], tenant: str = "default") -> Job:
@@ -69,43 +70,70 @@ def get_run(session: Session, run_id: str, tenant: str | None = None) -> Run | N
     return run if run is not None and (tenant is None or run.job.tenant == tenant) else None
 
 
-def encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
+JOB_ORDER = pages.Sort("created_at", (Job.created_at, Job.id))
+RUN_ORDERS = {
+    "created_at": pages.Sort("created_at", (Run.created_at, Run.id)),
+    # Best first; a run without a test accuracy (none was measured) after every run with one: accuracies
+    # are 0 to 1, so -1 sorts below them all, and keyset paging needs a key that is never NULL.
+    "test_acc": pages.Sort("test_acc", (func.coalesce(Run.test_acc, -1.0), Run.created_at, Run.id)),
+}
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Raises ValueError on anything that is not a cursor this API issued."""
-    try:
-        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created_at), str(job_id)
-    except Exception as exc:  # any malformed input is the same client error
-        raise ValueError("not a valid cursor") from exc
+def _has_tags(tags: Sequence[str]) -> list[ColumnElement[bool]]:
+    """A job carries every one of `tags`."""
+    return [Job.tags.any(JobTag.tag == tag) for tag in tags]
 
 
 def list_jobs(
-    session: Session, *, status: str | None, limit: int, cursor: str | None, tenant: str | None = None
+    session: Session,
+    *,
+    tenant: str,
+    limit: int,
+    cursor: str | None,
+    status: JobStatus | None = None,
+    tags: Sequence[str] = (),
 ) -> tuple[list[Job], str | None]:
-    """Newest first, keyset-paginated so pages stay stable while jobs are added."""
+    """The tenant's jobs newest first, and the next page's cursor; ValueError on a bad cursor."""
     # Members of an ensemble job are listed with it, not beside it.
-    query = (
-        select(Job)
-        .where(Job.parent_id.is_(None))
-        .order_by(Job.created_at.desc(), Job.id.desc())
-        .limit(limit + 1)
-    )
+    query = select(Job).where(Job.tenant == tenant, Job.parent_id.is_(None), *_has_tags(tags))
     if status:
         query = query.where(Job.status == status)
-    if tenant is not None:
-        query = query.where(Job.tenant == tenant)
-    if cursor:
-        created_at, job_id = decode_cursor(cursor)
-        query = query.where(
-            or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))
-        )
-    jobs = list(session.scalars(query))
-    next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
-    return jobs[:limit], next_cursor
+    query = query.options(selectinload(Job.tags), selectinload(Job.runs))
+    return pages.page(session, query, listing="jobs", sort=JOB_ORDER, limit=limit, cursor=cursor)
+
+
+def list_runs(
+    session: Session,
+    *,
+    tenant: str,
+    limit: int,
+    cursor: str | None,
+    sort: str = "created_at",
+    job_id: str | None = None,
+    tags: Sequence[str] = (),
+    dataset: str | None = None,
+    dataset_id: str | None = None,
+    arch: str | None = None,
+) -> tuple[list[Run], str | None]:
+    """The tenant's runs (a run is its job's tenant's) in `sort` order, and the next page's cursor.
+
+    `job_id`: that job's runs, for an ensemble job its members'; `tags`: runs whose job has all of them;
+    `dataset` and `dataset_id`: the spec's dataset name and upload id; `arch`: the preset, or "custom" for
+    a layer list. Filters read the job's stored spec through JSON paths, which SQLite and PostgreSQL both
+    answer. ValueError on a bad cursor.
+    """
+    query = select(Run).join(Job, Run.job_id == Job.id).where(Job.tenant == tenant, *_has_tags(tags))
+    if job_id is not None:
+        query = query.where(or_(Job.id == job_id, Job.parent_id == job_id))
+    if dataset is not None:
+        query = query.where(Job.spec[("dataset", "name")].as_string() == dataset)
+    if dataset_id is not None:
+        query = query.where(Job.spec[("dataset", "id")].as_string() == dataset_id)
+    if arch is not None:
+        preset = Job.spec[("model", "arch")].as_string()
+        query = query.where(preset.is_(None) if arch == CUSTOM_ARCH else preset == arch)
+    query = query.options(selectinload(Run.job).selectinload(Job.tags))
+    return pages.page(session, query, listing="runs", sort=RUN_ORDERS[sort], limit=limit, cursor=cursor)
 
 
 def cancel_jobs(session: Session, job_ids: list[str]) -> list[str]:

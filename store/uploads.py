@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from models.spec import SpecError
 from models.uploads import CheckedUpload, save_checked, stored_path
+from store import pages
 from store.tables import Dataset, new_id
 
 
@@ -40,15 +41,15 @@ def get_dataset(session: Session, dataset_id: str, tenant: str) -> Dataset | Non
     return dataset if dataset is not None and dataset.tenant == tenant else None
 
 
-def list_datasets(session: Session, tenant: str, limit: int = 100) -> list[Dataset]:
-    """The tenant's datasets, newest first."""
-    query = (
-        select(Dataset)
-        .where(Dataset.tenant == tenant)
-        .order_by(Dataset.created_at.desc(), Dataset.id.desc())
-        .limit(limit)
-    )
-    return list(session.scalars(query))
+DATASET_ORDER = pages.Sort("created_at", (Dataset.created_at, Dataset.id))
+
+
+def list_datasets(
+    session: Session, *, tenant: str, limit: int, cursor: str | None
+) -> tuple[list[Dataset], str | None]:
+    """The tenant's datasets newest first, and the next page's cursor; ValueError on a bad cursor."""
+    query = select(Dataset).where(Dataset.tenant == tenant)
+    return pages.page(session, query, listing="datasets", sort=DATASET_ORDER, limit=limit, cursor=cursor)
 
 
 def check_dataset_access(session: Session, dataset: BaseModel, tenant: str) -> None:

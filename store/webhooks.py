@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from store import pages
 from store.db import PRODUCER_INFO
 from store.queue import enqueue_webhook
 from store.states import TERMINAL, DeliveryStatus, JobKind
@@ -199,12 +200,19 @@ def record_attempt(
     return status
 
 
-def deliveries_of(session: Session, job_id: str) -> list[WebhookDelivery]:
-    """A job's deliveries with their attempts, oldest first."""
+# Oldest first, as the deliveries happened.
+DELIVERY_ORDER = pages.Sort("created_at", (WebhookDelivery.created_at, WebhookDelivery.id), descending=False)
+
+
+def list_deliveries(
+    session: Session, job_id: str, *, limit: int, cursor: str | None
+) -> tuple[list[WebhookDelivery], str | None]:
+    """A job's deliveries with their attempts, oldest first, and the next page's cursor (one job's cursor
+    pages no other job's); ValueError on a bad cursor."""
     query = (
         select(WebhookDelivery)
         .where(WebhookDelivery.job_id == job_id)
         .options(selectinload(WebhookDelivery.history))
-        .order_by(WebhookDelivery.created_at)
     )
-    return list(session.scalars(query))
+    listing = f"the webhooks of job {job_id}"
+    return pages.page(session, query, listing=listing, sort=DELIVERY_ORDER, limit=limit, cursor=cursor)

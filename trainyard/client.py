@@ -111,12 +111,20 @@ class TrainyardClient:
         """Submit a JobSpec; the queued job. Safe to retry with the same `idempotency_key`."""
         return self._create("/v1/jobs", spec, idempotency_key)
 
-    def jobs(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
-        """One page of jobs, newest first: {"items": [...], "next_cursor": ...}."""
-        params = (
-            {"limit": limit} | ({"status": status} if status else {}) | ({"cursor": cursor} if cursor else {})
-        )
-        return self._request("GET", "/v1/jobs", params=params)
+    def jobs(
+        self,
+        status: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        tags: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """One page of jobs, newest first: {"items": [...], "next_cursor": ...}; `tags`: all of them."""
+        return self._page("/v1/jobs", limit, cursor, status=status, tag=tags)
+
+    def runs(self, limit: int = 20, cursor: str | None = None, **filters: Any) -> dict[str, Any]:
+        """One page of runs: {"items": [...], "next_cursor": ...}; filters `job_id`, `tag` (a list: all of
+        them), `dataset`, `dataset_id`, `arch`, and `sort` ("created_at", newest first, or "test_acc")."""
+        return self._page("/v1/runs", limit, cursor, **filters)
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}")
@@ -179,6 +187,10 @@ class TrainyardClient:
         body: dict[str, Any] = {"members": members, "method": method} | ({"name": name} if name else {})
         return self._create("/v1/ensembles", body, idempotency_key)
 
+    def ensembles(self, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        """One page of ensembles, newest first: {"items": [...], "next_cursor": ...}."""
+        return self._page("/v1/ensembles", limit, cursor)
+
     def ensemble(self, ensemble_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/ensembles/{ensemble_id}")
 
@@ -210,11 +222,16 @@ class TrainyardClient:
         headers = {"Content-Type": "application/x-npz"}
         return self._request("POST", "/v1/datasets", params={"name": name}, content=npz, headers=headers)
 
-    def datasets(self, limit: int = 100) -> list[dict[str, Any]]:
-        """This tenant's uploads, newest first."""
-        return self._request("GET", "/v1/datasets", params={"limit": limit})["items"]
+    def datasets(self, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        """One page of this tenant's uploads, newest first: {"items": [...], "next_cursor": ...}."""
+        return self._page("/v1/datasets", limit, cursor)
 
     # ---- plumbing
+
+    def _page(self, path: str, limit: int, cursor: str | None, **filters: Any) -> dict[str, Any]:
+        """One page of a list route; filters left as None are not sent."""
+        params = {"limit": limit, "cursor": cursor} | filters
+        return self._request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
     def _create(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> Any:
         """POSTs work under an Idempotency-Key, sending it again when the answer is lost on the way: the

@@ -486,7 +486,7 @@ def upload_dataset(
 def list_datasets(as_json: JsonOption = False, url: UrlOption = None) -> None:
     """Your uploaded datasets, newest first."""
     with api_client(url) as client:
-        items = client.datasets()
+        items = client.datasets(limit=100)["items"]
     if as_json:
         emit_json(items)
         return

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import current_tenant
@@ -14,6 +14,7 @@ from api.body_limit import read_body
 from api.deps import ResourcesDep, SessionDep, TenantDep
 from api.field_errors import invalid
 from api.limits import page_size
+from api.pages import CursorQuery, Page, bad_cursor_as_422
 from api.resources import ApiResources
 from api.schemas import UtcModel
 from models.uploads import UploadError, check_upload
@@ -48,8 +49,8 @@ class DatasetOut(UtcModel):
         return cls.model_validate(dataset, from_attributes=True)
 
 
-class DatasetList(BaseModel):
-    items: list[DatasetOut]
+class DatasetPage(Page[DatasetOut]):
+    pass
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetOut, openapi_extra=UPLOAD_BODY)
@@ -86,11 +87,14 @@ def _store(resources: ApiResources, body: bytes, name: str, tenant: str) -> Data
         return DatasetOut.of(dataset)
 
 
-@router.get("", response_model=DatasetList)
+@router.get("", response_model=DatasetPage)
 def list_datasets(
-    session: SessionDep, tenant: TenantDep, limit: Annotated[int, page_size(100)]
-) -> DatasetList:
-    return DatasetList(items=[DatasetOut.of(d) for d in uploads.list_datasets(session, tenant, limit)])
+    session: SessionDep, tenant: TenantDep, limit: Annotated[int, page_size(20)], cursor: CursorQuery = None
+) -> DatasetPage:
+    """The tenant's uploads, newest first."""
+    with bad_cursor_as_422(cursor):
+        page, next_cursor = uploads.list_datasets(session, tenant=tenant, limit=limit, cursor=cursor)
+    return DatasetPage(items=[DatasetOut.of(dataset) for dataset in page], next_cursor=next_cursor)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)

@@ -21,10 +21,11 @@ from api.deps import ResourcesDep, SessionDep, TenantDep
 from api.field_errors import invalid
 from api.idempotency import IdempotencyKeyHeader
 from api.limits import page_size
+from api.pages import CursorQuery, bad_cursor_as_422
 from api.resources import ApiResources
-from api.schemas import EnsembleIn, EnsembleOut, PredictionOut
+from api.schemas import EnsembleIn, EnsembleOut, EnsemblePage, PredictionOut
 from models.ensemble import EnsemblePredictor, Member
-from store import ensembles
+from store import ensembles, pages
 from store.artifacts import load_weights
 from store.states import EnsembleStatus
 from store.tables import Ensemble
@@ -76,17 +77,20 @@ def create_ensemble(
     return submitted.answer
 
 
-@router.get("", response_model=list[EnsembleOut])
+ENSEMBLE_ORDER = pages.Sort("created_at", (Ensemble.created_at, Ensemble.id))
+
+
+@router.get("", response_model=EnsemblePage)
 def list_ensembles(
-    session: SessionDep, tenant: TenantDep, limit: Annotated[int, page_size(20)]
-) -> list[EnsembleOut]:
-    query = (
-        select(Ensemble)
-        .where(Ensemble.tenant == tenant)
-        .order_by(Ensemble.created_at.desc(), Ensemble.id.desc())
-        .limit(limit)
-    )
-    return [EnsembleOut.of(ensemble) for ensemble in session.scalars(query)]
+    session: SessionDep, tenant: TenantDep, limit: Annotated[int, page_size(20)], cursor: CursorQuery = None
+) -> EnsemblePage:
+    """The tenant's ensembles, newest first."""
+    query = select(Ensemble).where(Ensemble.tenant == tenant)
+    with bad_cursor_as_422(cursor):
+        page, next_cursor = pages.page(
+            session, query, listing="ensembles", sort=ENSEMBLE_ORDER, limit=limit, cursor=cursor
+        )
+    return EnsemblePage(items=[EnsembleOut.of(ensemble) for ensemble in page], next_cursor=next_cursor)
 
 
 @router.get("/{ensemble_id}", response_model=EnsembleOut)

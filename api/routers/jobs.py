@@ -12,10 +12,10 @@ from api.auth import current_tenant
 from api.curves import read_job_points
 from api.deps import RedisDep, ResourcesDep, SessionDep, TenantDep
 from api.downsample import downsample_curve
-from api.field_errors import invalid
 from api.idempotency import IdempotencyKeyHeader
 from api.job_view import present_job, tenants_answer
 from api.limits import page_size
+from api.pages import CursorQuery, TagsQuery, bad_cursor_as_422
 from api.schemas import CurveOut, JobOut, JobPage
 from models.spec import JobSpec
 from store import jobs, streams
@@ -55,15 +55,15 @@ def list_jobs(
     client: RedisDep,
     tenant: TenantDep,
     limit: Annotated[int, page_size(20)],
+    tag: TagsQuery,
+    cursor: CursorQuery = None,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
-    cursor: str | None = None,
 ) -> JobPage:
-    try:
+    """The tenant's jobs, newest first; an ensemble job's members are listed within it."""
+    with bad_cursor_as_422(cursor):
         page, next_cursor = jobs.list_jobs(
-            session, status=status_filter, limit=limit, cursor=cursor, tenant=tenant
+            session, tenant=tenant, limit=limit, cursor=cursor, status=status_filter, tags=tag
         )
-    except ValueError as exc:
-        raise invalid(("query", "cursor"), str(exc), cursor) from exc
     return JobPage(items=[present_job(job, session, client) for job in page], next_cursor=next_cursor)
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from api.auth import current_tenant
 from api.deps import SessionDep, TenantDep
+from api.limits import page_size
+from api.pages import CursorQuery, Page, bad_cursor_as_422
 from api.schemas import UtcModel
 from store import jobs, webhooks
 from store.states import DeliveryStatus
@@ -62,13 +64,21 @@ class WebhookDeliveryOut(UtcModel):
         )
 
 
-class WebhookDeliveries(BaseModel):
-    items: list[WebhookDeliveryOut]
+class WebhookDeliveryPage(Page[WebhookDeliveryOut]):
+    pass
 
 
-@router.get("/{job_id}/webhooks", response_model=WebhookDeliveries)
-def list_job_webhooks(job_id: str, session: SessionDep, tenant: TenantDep) -> WebhookDeliveries:
+@router.get("/{job_id}/webhooks", response_model=WebhookDeliveryPage)
+def list_job_webhooks(
+    job_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, page_size(20)],
+    cursor: CursorQuery = None,
+) -> WebhookDeliveryPage:
+    """The job's deliveries, oldest first, each with its attempts."""
     if jobs.get_job(session, job_id, tenant) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
-    deliveries = webhooks.deliveries_of(session, job_id)
-    return WebhookDeliveries(items=[WebhookDeliveryOut.of(delivery) for delivery in deliveries])
+    with bad_cursor_as_422(cursor):
+        page, next_cursor = webhooks.list_deliveries(session, job_id, limit=limit, cursor=cursor)
+    return WebhookDeliveryPage(items=[WebhookDeliveryOut.of(d) for d in page], next_cursor=next_cursor)

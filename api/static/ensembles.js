@@ -136,7 +136,7 @@ export function showEnsembleBuilder(main, { jobIds = [] }) {
     })
     .catch(showError(runsBox));
   request("/v1/ensembles?limit=10")
-    .then((list) => replaceChildren(recent, ensemblesTable(list)))
+    .then((page) => replaceChildren(recent, ensemblesTable(page.items)))
     .catch(showError(recent));
   return () => {};
 }

@@ -122,7 +122,7 @@ def test_ensembles_replay_the_first_answer(stack):
     again = stack.http.post("/v1/ensembles", json=body, headers=header)
     assert first.status_code == again.status_code == 201, (first.text, again.text)
     assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
-    named = [e for e in stack.http.get("/v1/ensembles").json() if e["name"] == "idempotent"]
+    named = [e for e in stack.http.get("/v1/ensembles").json()["items"] if e["name"] == "idempotent"]
     assert len(named) == 1
     other = stack.http.post("/v1/ensembles", json=body | {"method": "weights"}, headers=header)
     assert other.status_code == 422 and other.json()["detail"][0]["loc"] == ["header", "idempotency-key"]

@@ -111,7 +111,12 @@ def test_lists_show_only_ones_own(stack, tenant_a, tenant_b):
     listed = [job["id"] for job in tenant_b.get("/v1/jobs", params={"limit": 100}).json()["items"]]
     assert listed == [own.json()["id"]]
     assert tenant_a["job_id"] not in listed
-    assert tenant_b.get("/v1/ensembles").json() == []
+    assert tenant_b.get("/v1/ensembles").json() == {"items": [], "next_cursor": None}
+    assert tenant_b.get("/v1/runs").json() == {"items": [], "next_cursor": None}
+    assert tenant_b.get("/v1/runs", params={"job_id": tenant_a["job_id"]}).json()["items"] == []
+    assert tenant_b.get("/v1/datasets").json()["items"] == []
+    own_runs = stack.http.get("/v1/runs", params={"job_id": tenant_a["job_id"]}).json()["items"]
+    assert [run["id"] for run in own_runs] == [tenant_a["run_id"]]
     assert own.json()["id"] not in [j["id"] for j in stack.http.get("/v1/jobs").json()["items"]]
     assert stack.http.post(f"/v1/jobs/{own.json()['id']}/cancel").status_code == 404
     assert tenant_b.post(f"/v1/jobs/{own.json()['id']}/cancel").status_code == 202
