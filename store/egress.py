@@ -59,19 +59,22 @@ def _host_and_port(url: httpx.URL) -> tuple[str, int]:
 
 
 def refusal(url: str, *, allow_private: bool, resolve: bool) -> str | None:
-    """Why a webhook may not be sent to `url`, or None. `resolve`: look the host name up (the API does
-    not, so a submission never waits on DNS: it judges addresses and `localhost` only; the worker's `pin`
-    judges what the name resolves to when it sends)."""
+    """Why a webhook may not be sent to `url`, or None. `resolve`: judge what the name resolves to, as
+    `pin` does when the worker sends; the API does not, so a submission never waits on DNS: it judges
+    addresses and `localhost` only."""
     if allow_private:
         return None
-    parsed = httpx.URL(url)
-    host, port = _host_and_port(parsed)
-    if (literal := _literal(host)) is not None or not resolve:
-        return _why_refused(host, [literal] if literal is not None else [])
-    try:
-        return _why_refused(host, _resolved(parsed.raw_host.decode(), port))
-    except (socket.gaierror, UnicodeError):
-        return _why_refused(host, [])  # an unknown name: sending fails with its own error
+    if resolve:
+        try:
+            pin(url, allow_private=False)
+        except Refused as refused:
+            return str(refused)
+        except (socket.gaierror, UnicodeError):
+            pass  # an unknown name: sending fails with its own error
+        return None
+    host, _ = _host_and_port(httpx.URL(url))
+    literal = _literal(host)
+    return _why_refused(host, [literal] if literal is not None else [])
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,10 @@ def post(
     pinned = pin(url, allow_private=allow_private)
     # Streamed and never read: a receiver's answer is its status code, whatever body it sends.
     # Redirects are not followed: the caller sees the 3xx (and a redirect would skip the check).
+    # A transport of its own: httpx then takes no proxy from HTTP(S)_PROXY (through which the connection
+    # would neither be pinned nor keep its TLS server name), while SSL_CERT_FILE still counts.
     with (
-        httpx.Client(timeout=timeout, verify=verify) as client,
+        httpx.Client(transport=httpx.HTTPTransport(verify=verify), timeout=timeout) as client,
         client.stream(
             "POST",
             pinned.url,
