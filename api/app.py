@@ -23,6 +23,7 @@ from api.routers import (
     jobs,
     prom,
     runs,
+    webhook_secrets,
     webhooks,
 )
 from store.settings import Settings
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(runs.router)
     app.include_router(webhooks.router)
+    app.include_router(webhook_secrets.router)
     app.include_router(ensembles.router)
     app.include_router(datasets.router)
     app.include_router(catalog.router)

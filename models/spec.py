@@ -376,7 +376,8 @@ class JobSpec(Strict):
     notify_url: HttpUrl | None = Field(
         None,
         description="POST the job's summary here when it ends (succeeded, failed or cancelled), signed "
-        "with HMAC-SHA256 in X-Trainyard-Signature; an ensemble job notifies once, not per member",
+        "as Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature) with the tenant's "
+        "webhook secret; an ensemble job notifies once, not per member",
     )
 
     @field_validator("regularization")

@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from store import webhook_secrets
 from store.tables import ApiKey, utcnow
 
 KEY_FORMAT = re.compile(r"^ty_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -38,13 +39,24 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(session: Session, tenant: str, name: str | None = None) -> str:
-    """A new key for `tenant`; the only time the whole key is ever seen."""
+@dataclass(frozen=True)
+class NewKey:
+    key: str
+    webhook_secret: str | None  # the tenant's webhook signing secret, made with its first key; else None
+
+
+def issue_key(session: Session, tenant: str, name: str | None = None) -> NewKey:
+    """A new key for `tenant`, and with its first key its webhook secret: the only time either is seen."""
     if not TENANT_FORMAT.match(tenant):
         raise ValueError(f"tenant {tenant!r}: 1-64 of a-z, 0-9, '_', '.', '-', from a letter or digit")
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     session.add(ApiKey(id=key_id, tenant=tenant, name=name, secret_sha256=_digest(secret)))
-    return f"ty_{key_id}_{secret}"
+    return NewKey(f"ty_{key_id}_{secret}", webhook_secrets.first_secret(session, tenant))
+
+
+def create_key(session: Session, tenant: str, name: str | None = None) -> str:
+    """A new key for `tenant` (see issue_key), for callers that need only the key."""
+    return issue_key(session, tenant, name).key
 
 
 def tenant_of(session: Session, key: str) -> str | None:

@@ -106,7 +106,6 @@ class Settings(BaseSettings):
     )
 
     # Webhooks (a job's notify_url).
-    webhook_secret: str | None = Field(None, description="HMAC key; default: one generated in home/")
     webhook_secret_grace_s: float = Field(
         86_400, ge=0, description="a rotated-out webhook secret keeps signing beside the new one this long"
     )

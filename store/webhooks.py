@@ -4,7 +4,8 @@ An outbox: the delivery row is inserted in the transaction that ends its job, so
 lost (the job ended, so the row exists) nor invented (the transaction rolled back, and the row with it).
 Once that transaction commits, the delivery is sent to the broker for an attempt at once; every worker's
 recovery loop also sends whatever is due (retries, lost messages), and each attempt is claimed by a
-compare-and-set on `attempts`, so two senders never make the same attempt.
+compare-and-set on `attempts`, so two senders never make the same attempt. Each attempt is signed with
+the secrets of the job's tenant (store/webhook_secrets.py) as they are when it is claimed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from store import pages
+from store import pages, webhook_secrets
 from store.db import PRODUCER_INFO
 from store.queue import enqueue_webhook
 from store.states import TERMINAL, DeliveryStatus, JobKind
@@ -38,6 +39,7 @@ class Attempt:
     url: str
     event: str
     payload: dict[str, Any]
+    secrets: tuple[str, ...]  # the job's tenant's signing secrets, newest first: each signs
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -149,7 +151,9 @@ def claim_attempt(
             .values(status=DeliveryStatus.FAILED, last_error="the sender of the last attempt was lost")
         )
         return None
-    attempt = Attempt(delivery_id, seen + 1, delivery.url, delivery.event, delivery.payload)
+    tenant = session.scalar(select(Job.tenant).where(Job.id == delivery.job_id))
+    secrets = tuple(webhook_secrets.signing_secrets(session, tenant, now))
+    attempt = Attempt(delivery_id, seen + 1, delivery.url, delivery.event, delivery.payload, secrets)
     claimed = session.execute(
         update(WebhookDelivery)
         .where(*same_attempt, WebhookDelivery.attempts == seen)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,6 +51,7 @@ class LiveStack(StackClient):
         self.workers: list[subprocess.Popen] = []
         self.http = httpx.Client(base_url=self.url, timeout=30)
         self.api_key: str | None = None
+        self.webhook_secrets: dict[str, str] = {}  # tenant: the secret printed with its first key
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
         log = open(self.home / log_name, "ab")
@@ -59,9 +61,12 @@ class LiveStack(StackClient):
         )
 
     def new_key(self, tenant: str = "default") -> str:
-        """A new API key for `tenant`, made as an operator does: `trainyard keys create`."""
+        """A new API key for `tenant`, made as an operator does: `trainyard keys create`. The tenant's
+        webhook secret, printed with its first key, is kept in `webhook_secrets`."""
         command = [*CLI, "keys", "create", "--tenant", tenant]
         done = subprocess.run(command, env=self.env, capture_output=True, text=True, check=True)
+        if secret := re.search(r"whsec_\S+", done.stdout):
+            self.webhook_secrets[tenant] = secret.group()
         return done.stdout.split()[-1]
 
     def start_api(self) -> None:

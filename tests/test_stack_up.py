@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -75,6 +77,12 @@ def test_up_trains_the_readme_example_and_stops_cleanly(tmp_path):
         assert refused.returncode == 1
         assert f"cannot reach the trainyard API at {elsewhere}" in refused.stderr
         assert (tmp_path / "var" / "trainyard.db").exists()
+        # The local tenant's webhook secret, left where its user (and only they) can read it.
+        secret_file = tmp_path / "var" / "webhook-secret"
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        with sqlite3.connect(tmp_path / "var" / "trainyard.db") as db:
+            signing = db.execute("SELECT secret FROM webhook_secrets WHERE tenant = 'default'").fetchall()
+        assert signing == [(secret_file.read_text().strip(),)]
         family = psutil.Process(up.pid).children(recursive=True)
         assert len(family) >= 4  # redis, worker, its training process, api
 

@@ -22,16 +22,19 @@ def create(
     tenant: Annotated[str, typer.Option(help="the tenant the key acts for")],
     name: Annotated[str | None, typer.Option(help="a note on what the key is for")] = None,
 ) -> None:
-    """Make a new key and print it (its last word): it is not shown again."""
+    """Make a new key and print it (the last word): it is not shown again. A tenant's first key comes with
+    the tenant's webhook signing secret, printed (once) on the line before."""
     from store import keys
 
     try:
         with _migrated_session() as session:
-            key = keys.create_key(session, tenant, name)
+            new = keys.issue_key(session, tenant, name)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(f"API key for tenant {tenant} (shown once): {key}")
+    if new.webhook_secret:
+        typer.echo(f"webhook signing secret for tenant {tenant} (shown once): {new.webhook_secret}")
+    typer.echo(f"API key for tenant {tenant} (shown once): {new.key}")
 
 
 @keys_app.command("list")

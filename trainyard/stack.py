@@ -15,6 +15,7 @@ from trainyard.services import RedisNotFound, RedisServer, start_private_redis
 from worker.processes import die_with_parent
 
 STOP_GRACE_S = 10.0
+WEBHOOK_SECRET_FILE = "webhook-secret"  # tenant "default"'s signing secret as first made; rotating changes it
 
 
 class StopRequested(Exception):
@@ -60,9 +61,16 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _write_private(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.write_text(text + "\n")
+
+
 def local_key(home: Path) -> str:
     """The embedded stack's API key (tenant "default"): made at first start, kept in home/api-key; made
-    again when the kept one no longer opens this database (a new DATABASE_URL, a deleted or revoked key)."""
+    again when the kept one no longer opens this database (a new DATABASE_URL, a deleted or revoked key).
+    The tenant's webhook signing secret, made with its first key, is kept beside it in home/webhook-secret.
+    """
     from store import keys
     from store.db import session_scope
 
@@ -71,10 +79,11 @@ def local_key(home: Path) -> str:
         kept = path.read_text().strip() if path.is_file() else None
         if kept and keys.tenant_of(session, kept) == "default":
             return kept
-        key = keys.create_key(session, "default", name="local key of trainyard up")
-    path.touch(mode=0o600)
-    path.write_text(key + "\n")
-    return key
+        new = keys.issue_key(session, "default", name="local key of trainyard up")
+    _write_private(path, new.key)
+    if new.webhook_secret:
+        _write_private(home / WEBHOOK_SECRET_FILE, new.webhook_secret)
+    return new.key
 
 
 def leave_url(home: Path, url: str) -> Path:

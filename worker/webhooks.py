@@ -1,22 +1,25 @@
 """Sending webhook deliveries: sign, POST, record the answer; retried with backoff until a 2xx or the end.
 
-Receivers verify `X-Trainyard-Signature: sha256=<hex>`, the HMAC-SHA256 of "{X-Trainyard-Timestamp}.{body}"
-under the shared secret, and refuse old timestamps (replays); `verify_signature` is the reference.
+Deliveries follow Standard Webhooks (https://www.standardwebhooks.com): `webhook-id` (the delivery id, the
+same for every attempt), `webhook-timestamp` (this attempt's Unix seconds) and `webhook-signature`, one
+`v1,<base64>` HMAC-SHA256 of "{id}.{timestamp}.{body}" per secret of the job's tenant, space-separated
+(two during a rotation's grace period). Receivers verify with any Standard Webhooks library, e.g.
+`standardwebhooks.Webhook(secret).verify(body, headers)`, which also refuses old timestamps (replays).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import os
-import secrets
+import ssl
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
-import httpx
 from sqlalchemy.orm import Session
+from standardwebhooks import Webhook
 
 from store import egress, webhooks
 from store.db import session_scope
@@ -25,54 +28,32 @@ from store.webhooks import Attempt
 
 log = logging.getLogger(__name__)
 
-SECRET_FILE = "webhook_secret"
 SENDERS = 4  # the recovery loop's sending threads: POSTs in flight at once from one worker
 USER_AGENT = "trainyard-webhooks/0.1"
 
 
-def signing_secret(settings: Settings) -> str:
-    """TRAINYARD_WEBHOOK_SECRET, else one generated once in TRAINYARD_HOME and shared by its processes."""
-    if settings.webhook_secret:
-        return settings.webhook_secret
-    path = settings.home / SECRET_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_hex(32))
-        try:
-            os.link(draft, path)  # atomic and exclusive: of processes generating at once, the first one wins
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
-    return path.read_text().strip()
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int | None  # the receiver's answer; None when none came
+    error: str | None
+    duration_ms: float
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The X-Trainyard-Signature header: HMAC-SHA256 of "{timestamp}.{body}", so a replay shows its age."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+def signature(secrets: Sequence[str], delivery_id: str, timestamp: int, body: bytes) -> str:
+    """The webhook-signature header: each secret's `v1,<base64>` signature, space-separated."""
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    return " ".join(Webhook(secret).sign(delivery_id, moment, body.decode()) for secret in secrets)
 
 
-def verify_signature(
-    secret: str,
-    body: bytes,
-    timestamp: str,
-    signature: str,
-    *,
-    tolerance_s: float = 300,
-    now: float | None = None,
-) -> bool:
-    """What a receiver checks: the signature is the secret's for this body and timestamp, and it is recent."""
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
-        return False
-    if abs((time.time() if now is None else now) - sent_at) > tolerance_s:
-        return False
-    return hmac.compare_digest(sign(secret, sent_at, body), signature)
+def signed_headers(attempt: Attempt, body: bytes, timestamp: int) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Trainyard-Event": attempt.event,
+        "webhook-id": attempt.delivery_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature(attempt.secrets, attempt.delivery_id, timestamp, body),
+    }
 
 
 def retry_delay_s(attempt: int, settings: Settings) -> float:
@@ -96,42 +77,38 @@ def deliver(delivery_id: str) -> str | None:
     return send(attempt, settings) if attempt else None
 
 
-def send(attempt: Attempt, settings: Settings) -> str:
-    """POST one claimed attempt, signed, and record the answer; answers delivered, pending or failed."""
+def post(attempt: Attempt, settings: Settings, *, verify: ssl.SSLContext | bool = True) -> Outcome:
+    """POST one claimed attempt, signed, to the address egress checked. `verify`: see egress.post."""
     body = json.dumps(attempt.payload, separators=(",", ":")).encode()
-    timestamp = int(time.time())
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "X-Trainyard-Event": attempt.event,
-        "X-Trainyard-Delivery": attempt.delivery_id,
-        "X-Trainyard-Timestamp": str(timestamp),
-        "X-Trainyard-Signature": sign(signing_secret(settings), timestamp, body),
-    }
+    headers = signed_headers(attempt, body, int(time.time()))
     status_code, error = None, None
     started = time.perf_counter()
-    refused = egress.refusal(attempt.url, allow_private=settings.webhook_allow_private, resolve=True)
     try:
-        if refused:
-            raise PermissionError(refused)  # recorded as this attempt's outcome, as any failure
-        # Streamed and never read: a receiver's answer is its status code, whatever body it sends.
-        # Redirects are not followed: a 3xx is a failed attempt, like any answer but a 2xx.
-        with httpx.stream(
-            "POST", attempt.url, content=body, headers=headers, timeout=settings.webhook_timeout_s
-        ) as response:
-            status_code = response.status_code
-        if not response.is_success:
-            error = f"HTTP {status_code}"
-    except Exception as exc:  # refused, timed out, bad TLS...: recorded as this attempt's outcome, retried
+        status_code = egress.post(
+            attempt.url,
+            content=body,
+            headers=headers,
+            timeout=settings.webhook_timeout_s,
+            allow_private=settings.webhook_allow_private,
+            verify=verify,
+        )
+        if not 200 <= status_code < 300:
+            error = f"HTTP {status_code}"  # a 3xx too: redirects are not followed
+    except Exception as exc:  # refused, unknown name, timed out, bad TLS...: this attempt's outcome, retried
         error = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    duration_ms = (time.perf_counter() - started) * 1000
+    return Outcome(status_code, error, (time.perf_counter() - started) * 1000)
+
+
+def send(attempt: Attempt, settings: Settings) -> str:
+    """POST one claimed attempt and record the answer; answers delivered, pending or failed."""
+    outcome = post(attempt, settings)
     with session_scope() as session:
         status = webhooks.record_attempt(
             session,
             attempt,
-            status_code=status_code,
-            error=error,
-            duration_ms=duration_ms,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            duration_ms=outcome.duration_ms,
             max_attempts=settings.webhook_max_attempts,
             retry_in_s=retry_delay_s(attempt.number, settings),
         )
@@ -140,7 +117,7 @@ def send(attempt: Attempt, settings: Settings) -> str:
         attempt.delivery_id,
         attempt.event,
         attempt.number,
-        error or status_code,
+        outcome.error or outcome.status_code,
         status,
     )
     return status

@@ -31,7 +31,7 @@ class WebhookAttemptOut(UtcModel):
 
 
 class WebhookDeliveryOut(UtcModel):
-    id: str = Field(description="sent as X-Trainyard-Delivery: the same for every attempt, to deduplicate")
+    id: str = Field(description="sent as webhook-id: the same for every attempt, to deduplicate")
     event: str = Field(description="job.succeeded, job.failed or job.cancelled")
     url: str
     status: DeliveryStatus = Field(

@@ -154,3 +154,12 @@ def test_keys_are_kept_as_hashes_and_a_revoked_key_is_refused(in_process_api):
 def test_health_docs_and_the_dashboard_need_no_key(in_process_api):
     for path in ("/healthz", "/readyz", "/", "/static/app.js", "/openapi.json"):
         assert httpx.get(f"{in_process_api.url}{path}").status_code == 200, path
+
+
+def test_another_tenants_rotation_leaves_ones_webhook_secret_alone(stack, tenant_b):
+    before = stack.http.get("/v1/webhooks/secret")
+    assert before.status_code == 200 and before.json()["current"] is not None
+    rotated = tenant_b.post("/v1/webhooks/secret/rotate")
+    assert rotated.status_code == 200 and rotated.json()["secret"] != stack.webhook_secrets["default"]
+    assert stack.http.get("/v1/webhooks/secret").json() == before.json()
+    assert tenant_b.get("/v1/webhooks/secret").json()["previous"] != []

@@ -1,88 +1,30 @@
-"""A job with a notify_url POSTs its summary, signed, to a real HTTP receiver when it ends, until accepted."""
+"""A job with a notify_url POSTs its summary, signed, to a real HTTP receiver when it ends, until accepted.
+
+Deliveries are verified as a receiver does, with the standardwebhooks library and the tenant's secret, as
+`trainyard keys create` printed it with the tenant's first key.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.factories import lenet_spec, training
 from tests.live_stack import TEST_SETTINGS, LiveStack
+from tests.webhook_receiver import Receiver
 from trainyard.services import start_private_redis
-
-
-@dataclass(frozen=True)
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    answered: int
-
-    @property
-    def payload(self) -> dict:
-        return json.loads(self.body)
-
-
-class Receiver:
-    """An HTTP server that records every POST; each path answers its scripted codes in turn, then 200."""
-
-    def __init__(self) -> None:
-        self.requests: dict[str, list[Received]] = {}
-        self.scripts: dict[str, list[int]] = {}
-        self.changed = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver.changed:
-                    script = receiver.scripts.get(self.path, [])
-                    code = script.pop(0) if script else 200
-                    received = Received(dict(self.headers), body, code)
-                    receiver.requests.setdefault(self.path, []).append(received)
-                    receiver.changed.notify_all()
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # port 0: the kernel picks a free one
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, *answers: int) -> str:
-        """A fresh path on this server that answers `answers` first, then 200."""
-        path = f"/hooks/{uuid.uuid4().hex}"
-        self.scripts[path] = list(answers)
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def wait(self, url: str, count: int, timeout: float = 30) -> list[Received]:
-        path = url.split(str(self.server.server_address[1]), 1)[1]
-        with self.changed:
-            self.changed.wait_for(lambda: len(self.requests.get(path, [])) >= count, timeout)
-            got = list(self.requests.get(path, []))
-        assert len(got) >= count, f"{url} received {len(got)} requests, not {count}"
-        return got
 
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
     server = Receiver()
     yield server
-    server.server.shutdown()
-
-
-def secret_of(stack) -> str:
-    """The stack's signing secret: from its environment, else the one its processes generated."""
-    return stack.env.get("TRAINYARD_WEBHOOK_SECRET") or (stack.home / "webhook_secret").read_text().strip()
+    server.stop()
 
 
 def wait_delivered(stack, job_id: str, timeout: float = 15) -> list[dict]:
@@ -104,13 +46,11 @@ def test_a_finished_job_is_posted_signed_and_retried_until_accepted(stack, recei
     failed, accepted = receiver.wait(url, 2)
     assert (failed.answered, accepted.answered) == (500, 200)
     assert accepted.headers["X-Trainyard-Event"] == "job.succeeded"
-    assert accepted.headers["X-Trainyard-Delivery"] == failed.headers["X-Trainyard-Delivery"]
+    assert accepted.headers["webhook-id"] == failed.headers["webhook-id"]  # the same on every attempt
     assert accepted.headers["Content-Type"] == "application/json"
-    # What the README tells receivers to do: HMAC-SHA256 of "{timestamp}.{body}", and a recent timestamp.
-    timestamp = accepted.headers["X-Trainyard-Timestamp"]
-    expected = hmac.new(secret_of(stack).encode(), f"{timestamp}.".encode() + accepted.body, hashlib.sha256)
-    assert accepted.headers["X-Trainyard-Signature"] == f"sha256={expected.hexdigest()}"
-    assert abs(time.time() - int(timestamp)) < 60
+    # What docs/api.md tells receivers to do: the signature and a recent timestamp, by standardwebhooks.
+    secret = stack.webhook_secrets["default"]
+    assert Webhook(secret).verify(accepted.body, accepted.headers) == accepted.payload
 
     payload = accepted.payload
     assert payload["event"] == "job.succeeded"
@@ -124,13 +64,38 @@ def test_a_finished_job_is_posted_signed_and_retried_until_accepted(stack, recei
 
     [delivery] = wait_delivered(stack, job["id"])
     assert delivery["status"] == "delivered"
-    assert delivery["id"] == accepted.headers["X-Trainyard-Delivery"]
+    assert delivery["id"] == accepted.headers["webhook-id"]
     assert (delivery["event"], delivery["url"], delivery["attempts"]) == ("job.succeeded", url, 2)
     assert [(a["attempt"], a["status_code"], a["error"]) for a in delivery["history"]] == [
         (1, 500, "HTTP 500"),
         (2, 200, None),
     ]
     assert delivery["payload"] == payload
+
+
+def test_a_receiver_holding_one_tenants_secret_rejects_another_tenants_deliveries(stack, receiver):
+    # Tenant B is made as an operator makes one: its first key, printed with its own secret.
+    tenant_b = f"hooks-{uuid.uuid4().hex[:8]}"
+    client_b = httpx.Client(base_url=stack.url, timeout=30)
+    client_b.headers["Authorization"] = f"Bearer {stack.new_key(tenant_b)}"
+    secret_a, secret_b = stack.webhook_secrets["default"], stack.webhook_secrets[tenant_b]
+    url_a, url_b = receiver.url(), receiver.url()
+    job_a = stack.submit(lenet_spec(name="a", training=training(epochs=1), notify_url=url_a))
+    submitted = client_b.post(
+        "/v1/jobs", json=lenet_spec(name="b", training=training(epochs=1), notify_url=url_b)
+    )
+    assert submitted.status_code == 202, submitted.text
+
+    [from_a], [from_b] = receiver.wait(url_a, 1, timeout=120), receiver.wait(url_b, 1, timeout=120)
+    assert from_a.payload["job"]["id"] == job_a["id"]
+    assert from_b.payload["job"]["id"] == submitted.json()["id"]
+    assert Webhook(secret_a).verify(from_a.body, from_a.headers)["job"]["id"] == job_a["id"]
+    assert Webhook(secret_b).verify(from_b.body, from_b.headers)["job"]["id"] == submitted.json()["id"]
+    with pytest.raises(WebhookVerificationError):  # B cannot pass for A, nor A for B
+        Webhook(secret_a).verify(from_b.body, from_b.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret_b).verify(from_a.body, from_a.headers)
+    client_b.close()
 
 
 def test_cancelled_jobs_notify_while_the_worker_is_busy_training(stack, receiver):

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store import jobs, webhooks
+from store import jobs, webhook_secrets, webhooks
 from store.db import make_engine
 from store.migrate import upgrade
 from store.tables import Job, WebhookAttempt, WebhookDelivery, utcnow
@@ -135,3 +135,11 @@ def test_a_late_failure_does_not_overwrite_a_newer_attempt(engine):
         _record(session, slow, 500)
     with Session(engine) as session:
         assert session.get(WebhookDelivery, delivery_id).status == "delivered"
+
+
+def test_an_attempt_is_signed_with_the_secrets_of_its_jobs_tenant(engine):
+    delivery_id = _delivery(engine)  # a job of tenant "default"
+    with Session(engine) as session, session.begin():
+        attempt = _claim(session, delivery_id)
+        assert list(attempt.secrets) == webhook_secrets.signing_secrets(session, "default")
+        assert attempt.secrets and attempt.secrets != tuple(webhook_secrets.signing_secrets(session, "other"))

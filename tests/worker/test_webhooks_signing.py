@@ -1,64 +1,88 @@
-"""Webhook signatures: the documented recipe verifies them, tampering and replays fail; the shared secret."""
+"""Webhook signatures are Standard Webhooks': the standardwebhooks library verifies them, and refuses a
+tampered body, another secret and an old timestamp (a replay)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
-import stat
+import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from store.settings import Settings
-from worker.webhooks import retry_delay_s, sign, signing_secret, verify_signature
+from store.webhook_secrets import new_secret
+from store.webhooks import Attempt
+from worker.webhooks import retry_delay_s, signed_headers
 
-SECRET = "s3cret"
-BODY = b'{"event":"job.succeeded","job":{"id":"abc"}}'
-
-
-def test_signature_is_the_documented_hmac():
-    # What the README tells receivers to compute, written out independently of sign().
-    expected = hmac.new(SECRET.encode(), b"1700000000." + BODY, hashlib.sha256).hexdigest()
-    assert sign(SECRET, 1700000000, BODY) == f"sha256={expected}"
+SECRET, OTHER = new_secret(), new_secret()
+PAYLOAD = {"event": "job.succeeded", "job": {"id": "abc"}}
+BODY = json.dumps(PAYLOAD, separators=(",", ":")).encode()
 
 
-def test_a_fresh_signature_verifies():
-    now = int(time.time())
-    assert verify_signature(SECRET, BODY, str(now), sign(SECRET, now, BODY))
+def attempt(*secrets: str) -> Attempt:
+    return Attempt(
+        "0123456789abcdef0123456789abcdef", 2, "https://example.com/hook", "job.succeeded", PAYLOAD, secrets
+    )
 
 
-def test_tampering_and_the_wrong_secret_fail():
-    now = int(time.time())
-    signature = sign(SECRET, now, BODY)
-    assert not verify_signature(SECRET, BODY.replace(b"abc", b"abd"), str(now), signature)
-    assert not verify_signature("other", BODY, str(now), signature)
-    assert not verify_signature(SECRET, BODY, str(now + 1), signature)  # the timestamp is signed too
-    assert not verify_signature(SECRET, BODY, "yesterday", signature)
+def test_a_signed_delivery_verifies_with_standardwebhooks():
+    headers = signed_headers(attempt(SECRET), BODY, int(time.time()))
+    assert headers["webhook-id"] == "0123456789abcdef0123456789abcdef"  # the delivery's id, every attempt
+    assert headers["X-Trainyard-Event"] == "job.succeeded"
+    assert Webhook(SECRET).verify(BODY, headers) == PAYLOAD
 
 
-def test_a_replayed_old_request_fails():
-    sent = int(time.time()) - 3600
-    signature = sign(SECRET, sent, BODY)
-    assert not verify_signature(SECRET, BODY, str(sent), signature)
-    assert verify_signature(SECRET, BODY, str(sent), signature, tolerance_s=7200)
+def test_the_signature_is_the_specified_hmac():
+    # The Standard Webhooks recipe, written out independently: HMAC-SHA256 of "{id}.{timestamp}.{body}"
+    # under the base64-decoded part of whsec_..., base64-encoded after "v1,".
+    headers = signed_headers(attempt(SECRET), BODY, 1700000000)
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    digest = hmac.new(key, b"0123456789abcdef0123456789abcdef.1700000000." + BODY, hashlib.sha256).digest()
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
 
 
-def test_a_configured_secret_is_used_as_given(tmp_path):
-    assert signing_secret(Settings(home=tmp_path, webhook_secret="from-env")) == "from-env"
-    assert not (tmp_path / "webhook_secret").exists()
+def test_secrets_are_32_random_bytes():
+    assert SECRET.startswith("whsec_") and len(base64.b64decode(SECRET.removeprefix("whsec_"))) == 32
+    assert SECRET != OTHER
 
 
-def test_without_one_a_private_secret_is_generated_once_for_all_processes(tmp_path):
-    settings = Settings(home=tmp_path / "home", webhook_secret=None)
-    with ThreadPoolExecutor(8) as pool:  # processes of one stack starting at once agree on one secret
-        secrets = set(pool.map(lambda _: signing_secret(settings), range(32)))
-    assert len(secrets) == 1
-    [secret] = secrets
-    assert len(secret) >= 32
-    path = tmp_path / "home" / "webhook_secret"
-    assert path.read_text() == secret
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [p.name for p in path.parent.iterdir()] == ["webhook_secret"]  # no drafts left behind
-    assert signing_secret(settings) == secret
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda body, headers: (body.replace(b"abc", b"abd"), headers),
+        lambda body, headers: (body, headers | {"webhook-id": "another delivery"}),
+        lambda body, headers: (
+            body,
+            headers | {"webhook-timestamp": str(int(headers["webhook-timestamp"]) + 1)},
+        ),
+    ],
+    ids=["body", "id", "timestamp"],
+)
+def test_a_tampered_delivery_fails(tamper):
+    body, headers = tamper(BODY, signed_headers(attempt(SECRET), BODY, int(time.time())))
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body, headers)
+
+
+def test_another_secret_fails():
+    headers = signed_headers(attempt(SECRET), BODY, int(time.time()))
+    with pytest.raises(WebhookVerificationError):
+        Webhook(OTHER).verify(BODY, headers)
+
+
+def test_a_replayed_old_delivery_fails():
+    headers = signed_headers(attempt(SECRET), BODY, int(time.time()) - 3600)
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(SECRET).verify(BODY, headers)
+
+
+def test_with_two_secrets_each_verifies():
+    headers = signed_headers(attempt(SECRET, OTHER), BODY, int(time.time()))
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    assert Webhook(SECRET).verify(BODY, headers) == Webhook(OTHER).verify(BODY, headers) == PAYLOAD
 
 
 def test_retries_back_off_exponentially_up_to_a_cap(tmp_path):
