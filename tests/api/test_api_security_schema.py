@@ -31,6 +31,10 @@ def test_every_v1_operation_declares_bearer_security(in_process_api: InProcessAp
     assert len(v1) >= 12
     missing = [(method, path) for method, path, op in v1 if {BEARER: []} not in op.get("security", [])]
     assert not missing, f"operations without bearer security: {missing}"
+    # And they say how the key check refuses: 401, and 429 with Retry-After past the key's request rate.
+    undocumented = [(method, path) for method, path, op in v1 if not {"401", "429"} <= set(op["responses"])]
+    assert not undocumented, f"operations without their 401 and 429: {undocumented}"
+    assert "Retry-After" in v1[0][2]["responses"]["429"]["headers"]
     # access_token is a scheme, not a parameter: a generated client does not ask for it on every call.
     assert all("access_token" not in [p["name"] for p in op.get("parameters", [])] for _, _, op in v1)
     keyless = {path: op for method, path, op in operations(schema) if not path.startswith("/v1/")}
