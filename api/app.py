@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api.auth import current_tenant
+from api.auth import key_holder
 from api.body_limit import RouteBodyLimits, route_limits
 from api.errors import install_error_handlers
 from api.observability import install_metrics
+from api.openapi import document_key_refusals, operation_id
 from api.resources import ApiResources
 from api.routers import (
     catalog,
@@ -48,6 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Training as a service for convolutional networks.",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+        # One schema per model, so that a JobSpec is one class to a generated client, sent and read back.
+        separate_input_output_schemas=False,
     )
     app.state.resources = resources
     app.add_middleware(RouteBodyLimits, default=settings.max_body_bytes, limits=route_limits(settings))
@@ -63,7 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(compare.router)
     install_error_handlers(app)
     install_metrics(app, resources.sessions, resources.redis)
-    metrics_key = [Depends(current_tenant)] if settings.metrics_need_key else []
+    # A key, but no rate limit: scrapes are few, and a scraper refused would leave gaps in every graph.
+    metrics_key = [Depends(key_holder)] if settings.metrics_need_key else []
     app.include_router(prom.router, dependencies=metrics_key)
     dashboard.mount_dashboard(app)
+    document_key_refusals(app)
     return app

@@ -20,6 +20,7 @@ from api.auth import RememberedKeys
 from api.job_cache import JobAnswers
 from api.job_feeds import JobFeeds
 from api.predictors import PredictorCache
+from api.rate_limit import KeyRateLimit
 from store.db import make_session_factory
 from store.queue import make_celery
 from store.settings import Settings
@@ -54,6 +55,7 @@ class ApiResources:
     job_answers: JobAnswers
     predictors: PredictorCache
     feeds: JobFeeds
+    rate_limit: KeyRateLimit
     keys: RememberedKeys = field(default_factory=RememberedKeys)
 
     @classmethod
@@ -71,11 +73,13 @@ class ApiResources:
             job_answers=JobAnswers(settings.job_cache_s),
             predictors=PredictorCache(settings.predictor_cache_mb * 2**20),
             feeds=JobFeeds(async_client, settings.sse_batch_s),
+            rate_limit=KeyRateLimit(settings),
         )
 
     async def aclose(self) -> None:
         """At the app's shutdown: every pooled connection closed."""
         await self.async_redis.aclose()
+        await self.rate_limit.aclose()
         self.redis.close()
         self.producer.close()
         self.sessions.kw["bind"].dispose()

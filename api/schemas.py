@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_serializer
 
 from api.pages import Page
+from models.cnn import ModelSummary
+from models.spec import JobSpec
 from store.ensembles import member_ref
 from store.states import EnsembleStatus, JobKind, JobStatus
 from store.tables import Ensemble, Job, Run
@@ -20,6 +22,45 @@ class UtcModel(BaseModel):
         if isinstance(value, datetime) and value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value
+
+
+class StoredObject(BaseModel):
+    """A JSON object that other code writes (a row's metrics, the catalog), typed: the keys it writes are
+    described, any other is kept (extra="allow": a key added there is answered before it is described
+    here), and it is answered as written, without the keys it lacks (a queued job's metrics stay {}, not a
+    dozen nulls)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_serializer(mode="wrap")
+    def _as_stored(self, handler: Any) -> Any:
+        return {key: value for key, value in handler(self).items() if key in self.model_fields_set}
+
+
+class RunMetrics(StoredObject):
+    """One model's numbers: the latest epoch's while it trains, then the test split's (worker/training.py)."""
+
+    train_loss: float | None = Field(None, description="mean training loss over the latest epoch's steps")
+    val_loss: float | None = None
+    val_acc: float | None = None
+    best_val_acc: float | None = Field(None, description="the best val_acc of any epoch so far")
+    lr: float | None = Field(None, description="the learning rate at the latest epoch's end")
+    test_loss: float | None = None
+    test_acc: float | None = Field(None, description="on the test split, once finished")
+    averaged_test_loss: float | None = Field(None, description="of the Polyak or EMA weights, if kept")
+    averaged_test_acc: float | None = Field(None, description="of the Polyak or EMA weights, if kept")
+
+
+class JobMetrics(RunMetrics):
+    """A job's numbers: its training's (RunMetrics), an ensemble job's ensemble, and what went missing."""
+
+    dropped_points: int | None = Field(None, description="curve points Redis could not take while training")
+    curve_lost: bool | None = Field(None, description="the curve could not be copied into SQL at the end")
+    ensemble_accuracy: float | None = Field(None, description="an ensemble job's, on the test split")
+    mean_member_accuracy: float | None = None
+    gain: float | None = Field(None, description="ensemble_accuracy - mean_member_accuracy")
+    ensemble_nll: float | None = None
+    member_accuracies: list[float] | None = None
 
 
 class Progress(BaseModel):
@@ -36,7 +77,7 @@ class RunOut(UtcModel):
     job_id: str
     member: int
     seed: int
-    metrics: dict[str, Any]
+    metrics: RunMetrics
     test_acc: float | None
     weights_url: str
     tags: list[str] = Field(default_factory=list, description="its job's tags")
@@ -64,7 +105,7 @@ class MemberOut(BaseModel):
     member: int
     status: JobStatus
     progress: Progress
-    metrics: dict[str, Any]
+    metrics: JobMetrics
     attempts: int
     error: str | None
 
@@ -75,10 +116,10 @@ class JobOut(UtcModel):
     kind: JobKind = Field(description='"train" (one model) or "ensemble" (members, then an ensemble)')
     status: JobStatus
     tags: list[str] = Field(default_factory=list, description="the spec's tags, sorted")
-    spec: dict[str, Any]
-    summary: dict[str, Any]
+    spec: JobSpec = Field(description="the job's spec as accepted, defaults filled in")
+    summary: ModelSummary | None = Field(description="the network's size, as checked against the limits")
     progress: Progress
-    metrics: dict[str, Any]
+    metrics: JobMetrics
     attempts: int
     error: str | None
     runs: list[RunOut]
@@ -108,7 +149,7 @@ class JobOut(UtcModel):
             status=job.status,
             tags=[tag.tag for tag in job.tags],
             spec=job.spec,
-            summary=job.summary,
+            summary=job.summary or None,
             progress=Progress(**(job.progress | (live_progress or {}))),
             metrics=job.metrics,
             attempts=job.attempts,
@@ -174,18 +215,29 @@ class EnsembleIn(BaseModel):
         return [member_ref(m) if isinstance(m, str) else member_ref(**m.model_dump()) for m in self.members]
 
 
+class EnsembleEvaluation(StoredObject):
+    """The ensemble and its members on the test split of member 0's dataset (models/ensemble.py)."""
+
+    method: str
+    test_samples: int
+    member_accuracies: list[float]
+    mean_member_accuracy: float
+    ensemble_accuracy: float
+    gain: float = Field(description="ensemble_accuracy - mean_member_accuracy")
+    member_nll: list[float | None] = Field(description="mean negative log-likelihood of each member")
+    mean_member_nll: float | None
+    ensemble_nll: float | None
+    warnings: list[str] | None = Field(None, description="what makes the result doubtful, if anything")
+
+
 class EnsembleOut(UtcModel):
     id: str
     name: str
     method: str
-    members: list[dict[str, Any]]
+    members: list[MemberRefIn] = Field(description="the stored models, as {run_id, epoch, averaged}")
     job_id: str | None
     status: EnsembleStatus = Field(description="building (being evaluated on a worker), ready or failed")
-    evaluation: dict[str, Any] | None = Field(
-        None,
-        description="on the test split: member_accuracies, mean_member_accuracy, ensemble_accuracy, "
-        "gain, member_nll, mean_member_nll, ensemble_nll, test_samples",
-    )
+    evaluation: EnsembleEvaluation | None = Field(None, description="once ready")
     error: str | None
     predict_url: str
     created_at: datetime

@@ -42,6 +42,8 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# One key makes every request here: the per-key rate limit (api/rate_limit.py) would refuse the load.
+UNLIMITED_RATE = {"TRAINYARD_RATE_LIMIT_PER_MINUTE": "0", "TRAINYARD_RATE_LIMIT_PER_SECOND": "0"}
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -206,7 +208,7 @@ def main() -> None:
     epochs = args.epochs or (15 if args.quick else 60)
     tmp = Path(tempfile.mkdtemp(prefix="trainyard-bench-"))
     redis_server = start_private_redis(tmp / "redis")
-    settings = {"TRAINYARD_DEVICE": "cpu", "OMP_NUM_THREADS": str(args.worker_threads)}
+    settings = {"TRAINYARD_DEVICE": "cpu", **UNLIMITED_RATE, "OMP_NUM_THREADS": str(args.worker_threads)}
     stack = LiveStack(tmp, f"sqlite:///{tmp / 'trainyard.db'}", redis_server.url, settings=settings)
     spec = job_spec(epochs)
     try:

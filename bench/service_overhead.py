@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# One key makes every request here: the per-key rate limit (api/rate_limit.py) would refuse the load.
+UNLIMITED_RATE = {"TRAINYARD_RATE_LIMIT_PER_MINUTE": "0", "TRAINYARD_RATE_LIMIT_PER_SECOND": "0"}
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -169,7 +171,7 @@ def main() -> None:
         redis_server = start_private_redis(tmp / "redis")
         home = tmp / "stack"
         home.mkdir()
-        settings = {"TRAINYARD_DEVICE": "cpu", "OMP_NUM_THREADS": str(threads)}
+        settings = {"TRAINYARD_DEVICE": "cpu", **UNLIMITED_RATE, "OMP_NUM_THREADS": str(threads)}
         stack = LiveStack(home, f"sqlite:///{home / 'trainyard.db'}", redis_server.url, settings=settings)
         stack.start_api()
         stack.start_worker()

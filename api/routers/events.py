@@ -51,7 +51,7 @@ def status_event(job: JobOut) -> bytes:
         "status": job.status,
         "attempt": job.attempts,
         "progress": job.progress.model_dump(),
-        "metrics": job.metrics,
+        "metrics": job.metrics.model_dump(),
     }
     return sse("status", data, retry=RETRY_MS)
 
