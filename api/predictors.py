@@ -51,3 +51,8 @@ class PredictorCache:
 def run_key(run_id: str, averaged: bool = False) -> str:
     """A run's predictor in the cache: its final or its averaged weights (ensemble ids are bare hex)."""
     return f"run:{run_id}:{'averaged' if averaged else 'final'}"
+
+
+def run_keys(run_ids: list[str]) -> list[str]:
+    """Every key the runs' predictors may be cached under."""
+    return [run_key(run_id, averaged) for run_id in run_ids for averaged in (False, True)]

@@ -1,4 +1,4 @@
-"""Ensembles of stored runs: create (evaluated on a worker), read, predict."""
+"""Ensembles of stored runs: create (evaluated on a worker), read, predict, delete."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ from api.predictions import PREDICT_BODY
 from api.resources import ApiResources
 from api.schemas import EnsembleIn, EnsembleOut, PredictionOut
 from models.ensemble import EnsemblePredictor, Member
-from store import ensembles
+from store import deletion, ensembles
 from store.artifacts import load_weights
 from store.states import EnsembleStatus
 from store.tables import Ensemble
 
 router = APIRouter(prefix="/v1/ensembles", tags=["ensembles"], dependencies=[Depends(current_tenant)])
+
 
 def _ensemble_or_404(session: Session, ensemble_id: str, tenant: str) -> Ensemble:
     ensemble = ensembles.get_ensemble(session, ensemble_id, tenant)
@@ -108,3 +109,19 @@ def _load_predictor(session: Session, ensemble: Ensemble) -> EnsemblePredictor:
         return EnsemblePredictor([Member(*load_weights(Path(ensemble.weights_path)))], "mean_logits")
     sources = ensembles.resolve_members(session, ensemble.members)
     return EnsemblePredictor([Member(*source.load()) for source in sources], ensemble.method)
+
+
+@router.delete("/{ensemble_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_ensemble(
+    ensemble_id: str, session: SessionDep, resources: ResourcesDep, tenant: TenantDep
+) -> Response:
+    """Delete the ensemble and its averaged weights (its member runs stay); 409 while it is building."""
+    ensemble = _ensemble_or_404(session, ensemble_id, tenant)
+    try:
+        removal = deletion.delete_ensemble(session, ensemble)
+    except deletion.Refused as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, exc.message) from exc
+    session.commit()
+    removal.finish()  # the file after the row: a crash between leaves only an orphan file
+    resources.predictors.forget(ensemble_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
