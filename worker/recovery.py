@@ -49,21 +49,22 @@ _next_sweep_at = 0.0
 
 
 def apply_retention(settings: Settings) -> list[str]:
-    """Delete the finished jobs older than retention_days; at most every tenth of that period, at least
-    once a minute, so a job outlives its retention by a tenth of it at most. Answers the ids deleted."""
+    """Delete the finished jobs older than retention_days, swept every minute (every tenth of the retention
+    where that is shorter), so a job outlives its retention by that at most. Answers the ids deleted."""
     global _next_sweep_at
     if settings.retention_days is None or time.monotonic() < _next_sweep_at:
         return []
     retention = timedelta(days=settings.retention_days)
     _next_sweep_at = time.monotonic() + min(60.0, retention.total_seconds() / 10)
+    finished_before = utcnow() - retention
     deleted = deletion.delete_expired_jobs(
         session_scope,
-        finished_before=utcnow() - retention,
+        finished_before=finished_before,
         artifacts_dir=settings.artifacts_dir,
         client=streams.get_redis(),
     )
     if deleted:
-        log.info("retention: deleted %d jobs finished over %s days ago", len(deleted), retention.days)
+        log.info("retention: deleted %d jobs finished before %s", len(deleted), finished_before.isoformat())
     return deleted
 
 
