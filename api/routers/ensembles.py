@@ -21,6 +21,7 @@ from api.predictions import PREDICT_BODY
 from api.resources import ApiResources
 from api.schemas import EnsembleIn, EnsembleOut, PredictionOut
 from models.ensemble import EnsemblePredictor, Member
+from models.spec import SpecError
 from store import deletion, ensembles
 from store.artifacts import load_weights
 from store.states import EnsembleStatus
@@ -99,7 +100,10 @@ def _predict(resources: ApiResources, ensemble_id: str, inputs: np.ndarray, tena
             raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} failed: {ensemble.error}")
         if ensemble.method == "weights" and ensemble.status != EnsembleStatus.READY:
             raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} is still being averaged")
-        predictor = resources.predictors.get(ensemble.id, lambda: _load_predictor(session, ensemble))
+        try:
+            predictor = resources.predictors.get(ensemble.id, lambda: _load_predictor(session, ensemble))
+        except SpecError as exc:  # a member's run deleted while this ensemble was being created
+            raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id}: {exc.message}") from exc
     return predictions.predict(predictor, inputs)
 
 
