@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api import predictions
@@ -74,7 +76,7 @@ def _predict(
     return predictions.predict(predictor, inputs)
 
 
-def _member_loader(session, run_id: str, averaged: bool, tenant: str):
+def _member_loader(session: Session, run_id: str, averaged: bool, tenant: str) -> Callable[[], Member]:
     """The run's network as a Member, loaded when called; 404 for no such run, 409 for no averaged weights."""
     run = _run_or_404(session, run_id, tenant)
     try:
