@@ -32,6 +32,20 @@ def ensemble_weights_path(ensemble_id: str) -> Path:
     return get_settings().artifacts_dir / "ensembles" / f"{ensemble_id}.safetensors"
 
 
+def ensemble_warnings(method: str, refs: list[dict[str, Any]]) -> list[str]:
+    """What the evaluation should tell: averaging the weights of independently initialised networks."""
+    runs = sorted({ref["run_id"] for ref in refs})
+    if method != "weights" or len(runs) < 2:
+        return []
+    # Snapshots and averaged weights of one run lie near one minimum and average well; separate runs sit
+    # in different basins with permuted units, and their mean is usually a broken network.
+    return [
+        f"the members come from {len(runs)} different training runs ({', '.join(runs)}): averaging the "
+        "weights of independently initialised networks usually breaks them; use mean_probs or mean_logits "
+        "for independent runs, or average snapshots (epoch) and averaged weights of one run"
+    ]
+
+
 def build_ensemble(ensemble_id: str) -> BuildOutcome:
     """Evaluate (and for method weights, average) an ensemble once; a repeated call answers the outcome."""
     settings = get_settings()
@@ -56,6 +70,9 @@ def build_ensemble(ensemble_id: str) -> BuildOutcome:
         # Built once: for `weights` this averages (and recomputes batch norm) once, for scoring and saving.
         predictor = EnsemblePredictor(members, method, train_batches=train_batches)
         evaluation = evaluate_ensemble(members, method, *splits.test, predictor=predictor)
+        warnings = ensemble_warnings(method, refs)
+        if warnings:
+            evaluation["warnings"] = warnings
         if method == "weights":
             weights_path = ensemble_weights_path(ensemble_id)
             [averaged] = predictor.stack.modules

@@ -1,15 +1,18 @@
 """Requeue jobs whose worker was lost, fail those that have used their attempts, finish stalled ensembles,
-send the webhook deliveries that are due."""
+send the webhook deliveries that are due, delete finished jobs older than the retention."""
 
 from __future__ import annotations
 
 import logging
+import time
+from datetime import timedelta
 
-from store import lifecycle
+from store import deletion, lifecycle, streams
 from store.db import session_scope
 from store.queue import enqueue_finish_ensemble, enqueue_job, enqueue_training
 from store.settings import Settings
 from store.states import JobStatus
+from store.tables import utcnow
 from worker.webhooks import send_due_webhooks
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,35 @@ def recover_lost_jobs(settings: Settings) -> list[str]:
         send_due_webhooks(settings)
     except Exception:  # whatever fails here must not stop the recovery of jobs, next round included
         log.exception("sending due webhooks failed")
+    try:
+        apply_retention(settings)
+    except Exception:  # as above: a failed sweep is tried again at its next turn
+        log.exception("deleting expired jobs failed")
     return requeued
+
+
+# When the next retention sweep is due (monotonic seconds), in this process.
+_next_sweep_at = 0.0
+
+
+def apply_retention(settings: Settings) -> list[str]:
+    """Delete the finished jobs older than retention_days, swept every minute (every tenth of the retention
+    where that is shorter), so a job outlives its retention by that at most. Answers the ids deleted."""
+    global _next_sweep_at
+    if settings.retention_days is None or time.monotonic() < _next_sweep_at:
+        return []
+    retention = timedelta(days=settings.retention_days)
+    _next_sweep_at = time.monotonic() + min(60.0, retention.total_seconds() / 10)
+    finished_before = utcnow() - retention
+    deleted = deletion.delete_expired_jobs(
+        session_scope,
+        finished_before=finished_before,
+        artifacts_dir=settings.artifacts_dir,
+        client=streams.get_redis(),
+    )
+    if deleted:
+        log.info("retention: deleted %d jobs finished before %s", len(deleted), finished_before.isoformat())
+    return deleted
 
 
 def requeue_queued_jobs() -> list[str]:

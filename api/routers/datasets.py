@@ -1,11 +1,11 @@
-"""Uploaded datasets: upload an .npz of images and labels, list and read them; jobs name them by id."""
+"""Uploaded datasets: upload an .npz of images and labels, list, read, delete them; jobs name them by id."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +18,7 @@ from api.pages import CursorQuery, Page, bad_cursor_as_422
 from api.resources import ApiResources
 from api.schemas import UtcModel
 from models.uploads import UploadError, check_upload
-from store import uploads
+from store import deletion, uploads
 from store.tables import Dataset
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depends(current_tenant)])
@@ -103,3 +103,21 @@ def read_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Dat
     if dataset is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {dataset_id} not found")
     return DatasetOut.of(dataset)
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_dataset(
+    dataset_id: str, session: SessionDep, resources: ResourcesDep, tenant: TenantDep
+) -> Response:
+    """Delete the dataset and its file (finished jobs trained on it stay); 409 while a queued or running
+    job uses it."""
+    dataset = uploads.get_dataset(session, dataset_id, tenant)
+    if dataset is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {dataset_id} not found")
+    try:
+        removal = deletion.delete_dataset(session, dataset, resources.settings.data_dir)
+    except deletion.Refused as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, exc.message) from exc
+    session.commit()
+    removal.finish()  # the file after the row: a crash between leaves only an orphan file
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

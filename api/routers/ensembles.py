@@ -1,9 +1,7 @@
-"""Ensembles of stored runs: create (evaluated on a worker), read, predict."""
+"""Ensembles of stored runs: create (evaluated on a worker), read, predict, delete."""
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -14,43 +12,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api import submissions
+from api import predictions, submissions
 from api.auth import current_tenant
-from api.body_limit import read_body
 from api.deps import ResourcesDep, SessionDep, TenantDep
-from api.field_errors import invalid
 from api.idempotency import IdempotencyKeyHeader
 from api.limits import page_size
 from api.pages import CursorQuery, bad_cursor_as_422
+from api.predictions import PREDICT_BODY
 from api.resources import ApiResources
 from api.schemas import EnsembleIn, EnsembleOut, EnsemblePage, PredictionOut
 from models.ensemble import EnsemblePredictor, Member
-from store import ensembles, pages
+from models.spec import SpecError
+from store import deletion, ensembles, pages
 from store.artifacts import load_weights
 from store.states import EnsembleStatus
 from store.tables import Ensemble
 
 router = APIRouter(prefix="/v1/ensembles", tags=["ensembles"], dependencies=[Depends(current_tenant)])
-
-NPY_TYPES = ("application/x-npy", "application/octet-stream")
-PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "Raw inputs N×C×H×W at the dataset's pixel scale (any H×W: they are resized), as "
-        'JSON {"inputs": [...]} or as a .npy file (application/x-npy) for large batches.',
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["inputs"],
-                    "properties": {"inputs": {"type": "array", "items": {}}},
-                    "additionalProperties": False,
-                }
-            },
-            "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
 
 
 def _ensemble_or_404(session: Session, ensemble_id: str, tenant: str) -> Ensemble:
@@ -114,41 +92,9 @@ async def predict(
     ensemble_id: str, request: Request, resources: ResourcesDep, tenant: TenantDep
 ) -> PredictionOut:
     """Probabilities and labels of the ensemble for raw inputs, preprocessed as in training."""
-    settings = resources.settings
-    body = await read_body(request, settings.max_predict_bytes)
-    inputs = _parse_inputs(body, request.headers.get("content-type", "application/json"))
-    if len(inputs) > settings.max_predict_batch:
-        raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            f"{len(inputs)} inputs in one request; at most {settings.max_predict_batch}",
-        )
+    inputs = await predictions.read_inputs(request, resources.settings)
     # Loading members and running the networks block: off the event loop.
     return await run_in_threadpool(_predict, resources, ensemble_id, inputs, tenant)
-
-
-def _parse_inputs(body: bytes, content_type: str) -> np.ndarray:
-    shape_error = "inputs must be an N×C×H×W array of numbers"
-    if content_type.split(";")[0].strip() in NPY_TYPES:
-        try:
-            inputs = np.load(io.BytesIO(body), allow_pickle=False)
-        except Exception as exc:  # whatever the bytes are, they are not an .npy array
-            raise invalid(("body",), "not a .npy file") from exc
-    else:
-        try:
-            document = json.loads(body)
-        except ValueError as exc:
-            raise invalid(("body",), "not JSON") from exc
-        if not isinstance(document, dict) or set(document) != {"inputs"}:
-            raise invalid(("body",), 'the body must be {"inputs": [...]}')
-        try:
-            inputs = np.asarray(document["inputs"], dtype=np.float32)
-        except (ValueError, TypeError) as exc:  # ragged lists, strings, nulls
-            raise invalid(("body", "inputs"), shape_error) from exc
-    if inputs.ndim != 4 or inputs.dtype.kind not in "fiub" or 0 in inputs.shape:
-        raise invalid(("body", "inputs"), f"{shape_error}, got shape {list(inputs.shape)}")
-    if not np.isfinite(inputs).all():
-        raise invalid(("body", "inputs"), "inputs must be finite numbers")
-    return inputs
 
 
 def _predict(resources: ApiResources, ensemble_id: str, inputs: np.ndarray, tenant: str) -> PredictionOut:
@@ -158,13 +104,11 @@ def _predict(resources: ApiResources, ensemble_id: str, inputs: np.ndarray, tena
             raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} failed: {ensemble.error}")
         if ensemble.method == "weights" and ensemble.status != EnsembleStatus.READY:
             raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} is still being averaged")
-        predictor = resources.predictors.get(ensemble.id, lambda: _load_predictor(session, ensemble))
-    try:
-        x = predictor.preprocess(inputs)
-    except ValueError as exc:
-        raise invalid(("body", "inputs"), str(exc)) from exc
-    probs = predictor.predict_proba(x)
-    return PredictionOut(probs=probs.tolist(), labels=probs.argmax(1).tolist())
+        try:
+            predictor = resources.predictors.get(ensemble.id, lambda: _load_predictor(session, ensemble))
+        except SpecError as exc:  # a member's run deleted while this ensemble was being created
+            raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id}: {exc.message}") from exc
+    return predictions.predict(predictor, inputs)
 
 
 def _load_predictor(session: Session, ensemble: Ensemble) -> EnsemblePredictor:
@@ -173,3 +117,19 @@ def _load_predictor(session: Session, ensemble: Ensemble) -> EnsemblePredictor:
         return EnsemblePredictor([Member(*load_weights(Path(ensemble.weights_path)))], "mean_logits")
     sources = ensembles.resolve_members(session, ensemble.members)
     return EnsemblePredictor([Member(*source.load()) for source in sources], ensemble.method)
+
+
+@router.delete("/{ensemble_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_ensemble(
+    ensemble_id: str, session: SessionDep, resources: ResourcesDep, tenant: TenantDep
+) -> Response:
+    """Delete the ensemble and its averaged weights (its member runs stay); 409 while it is building."""
+    ensemble = _ensemble_or_404(session, ensemble_id, tenant)
+    try:
+        removal = deletion.delete_ensemble(session, ensemble)
+    except deletion.Refused as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, exc.message) from exc
+    session.commit()
+    removal.finish()  # the file after the row: a crash between leaves only an orphan file
+    resources.predictors.forget(ensemble_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

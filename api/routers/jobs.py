@@ -1,4 +1,4 @@
-"""Jobs: submit, list, read, cancel, and read the curve."""
+"""Jobs: submit, list, read, cancel, delete, and read the curve."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from api.idempotency import IdempotencyKeyHeader
 from api.job_view import present_job, tenants_answer
 from api.limits import page_size
 from api.pages import CursorQuery, TagsQuery, bad_cursor_as_422
+from api.predictors import run_keys
 from api.schemas import CurveOut, JobOut, JobPage
 from models.spec import JobSpec
-from store import jobs, streams
+from store import deletion, jobs, streams
 from store.states import TERMINAL, JobStatus
 from store.tables import Job
 
@@ -111,3 +112,20 @@ def read_curve(
     if max_points is not None:
         points = downsample_curve(points, max_points)
     return CurveOut(points=points, last_id=last_id)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_job(job_id: str, session: SessionDep, resources: ResourcesDep, tenant: TenantDep) -> Response:
+    """Delete a finished job with its runs, curves, checkpoints, webhook deliveries and files (an ensemble
+    job with its members and the ensemble it built); 409 while it runs or a stored ensemble uses its runs."""
+    job = _job_or_404(session, job_id, tenant)
+    try:
+        removal = deletion.delete_job(session, job, resources.settings.artifacts_dir)
+    except deletion.Refused as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, exc.message) from exc
+    session.commit()
+    removal.finish(resources.redis)  # files after the rows: a crash between leaves only orphan files
+    for deleted in removal.job_ids:
+        resources.job_answers.forget(deleted)
+    resources.predictors.forget(*removal.ensemble_ids, *run_keys(removal.run_ids))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,21 +1,32 @@
-"""Runs: one trained model each, with its weights as a safetensors file."""
+"""Runs: one trained model each, with its weights as a safetensors file; its predictions; its ONNX export."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from api import predictions
 from api.auth import current_tenant
-from api.deps import SessionDep, TenantDep
+from api.deps import ResourcesDep, SessionDep, TenantDep
 from api.limits import page_size
 from api.pages import CursorQuery, TagsQuery, bad_cursor_as_422
-from api.schemas import RunOut, RunPage
+from api.predictions import PREDICT_BODY
+from api.predictors import run_key
+from api.resources import ApiResources
+from api.schemas import PredictionOut, RunOut, RunPage
 from models.datasets import DATASETS
+from models.ensemble import EnsemblePredictor, Member
+from models.export import onnx_bytes
 from models.presets import PRESETS
-from store import jobs
+from models.spec import SpecError
+from store import ensembles, jobs
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], dependencies=[Depends(current_tenant)])
 
@@ -81,3 +92,70 @@ def download_weights(run_id: str, session: SessionDep, tenant: TenantDep) -> Fil
     if not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"the weights of run {run_id} are missing")
     return FileResponse(path, media_type="application/octet-stream", filename=f"{run_id}.safetensors")
+
+
+# ---------------------------------------------------------------- predict and export
+
+
+@router.post("/{run_id}/predict", response_model=PredictionOut, openapi_extra=PREDICT_BODY)
+async def predict(
+    run_id: str,
+    request: Request,
+    resources: ResourcesDep,
+    tenant: TenantDep,
+    averaged: bool = Query(False, description="the run's Polyak/EMA weights (param_averaging) instead"),
+) -> PredictionOut:
+    """Probabilities and labels of the run's network for raw inputs, preprocessed as in training."""
+    inputs = await predictions.read_inputs(request, resources.settings)
+    # Loading the weights and running the network block: off the event loop.
+    return await run_in_threadpool(_predict, resources, run_id, averaged, inputs, tenant)
+
+
+def _predict(
+    resources: ApiResources, run_id: str, averaged: bool, inputs: np.ndarray, tenant: str
+) -> PredictionOut:
+    with resources.sessions() as session:
+        member = _member_loader(session, run_id, averaged, tenant)
+        # As a one-member ensemble of its logits: the same preprocessing and code path as an ensemble's.
+        predictor = resources.predictors.get(
+            run_key(run_id, averaged), lambda: EnsemblePredictor([member()], "mean_logits")
+        )
+    return predictions.predict(predictor, inputs)
+
+
+def _member_loader(session: Session, run_id: str, averaged: bool, tenant: str) -> Callable[[], Member]:
+    """The run's network as a Member, loaded when called; 404 for no such run, 409 for no averaged weights."""
+    run = _run_or_404(session, run_id, tenant)
+    try:
+        [source] = ensembles.resolve_members(session, [ensembles.member_ref(run.id, averaged=averaged)])
+    except SpecError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, exc.message) from exc
+    if not source.tensors_path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the weights of run {run_id} are missing")
+    return lambda: Member(*source.load())
+
+
+@router.get(
+    "/{run_id}/export",
+    response_class=Response,
+    responses={200: {"content": {"application/onnx": {"schema": {"type": "string", "format": "binary"}}}}},
+)
+async def export_run(
+    run_id: str,
+    resources: ResourcesDep,
+    tenant: TenantDep,
+    format: Literal["onnx"] = Query("onnx", description="the file format; onnx is the one there is"),
+    averaged: bool = Query(False, description="the run's Polyak/EMA weights (param_averaging) instead"),
+) -> Response:
+    """The run's network as an ONNX file: N×C×H×W inputs at the trained size and pixel scale, normalised in
+    the graph, N×classes probabilities out; onnxruntime answers what POST /v1/runs/{id}/predict does."""
+    # Tracing and converting the network take seconds of CPU: off the event loop.
+    content = await run_in_threadpool(_export_onnx, resources, run_id, averaged, tenant)
+    headers = {"Content-Disposition": f'attachment; filename="{run_id}.onnx"'}
+    return Response(content, media_type="application/onnx", headers=headers)
+
+
+def _export_onnx(resources: ApiResources, run_id: str, averaged: bool, tenant: str) -> bytes:
+    with resources.sessions() as session:
+        member = _member_loader(session, run_id, averaged, tenant)
+    return onnx_bytes(member())

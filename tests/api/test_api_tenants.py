@@ -26,6 +26,7 @@ BODIES = {
     ("post", "/v1/jobs"): {"json": lenet_spec()},
     ("post", "/v1/ensembles"): {"json": {"members": ["x"]}},
     ("post", "/v1/ensembles/{ensemble_id}/predict"): {"json": {"inputs": np.zeros((1, 1, 8, 8)).tolist()}},
+    ("post", "/v1/runs/{run_id}/predict"): {"json": {"inputs": np.zeros((1, 1, 8, 8)).tolist()}},
     ("post", "/v1/datasets"): {"content": b"PK", "headers": NPZ},
 }
 
@@ -91,6 +92,8 @@ def test_every_v1_route_refuses_requests_without_a_valid_key(stack, tenant_a):
 
 def test_another_tenants_resources_are_not_found_on_any_route(stack, tenant_a, tenant_b):
     checked = 0
+    deletes = {("delete", f"/v1/{kind}/{{{kind[:-1]}_id}}") for kind in ("jobs", "ensembles", "datasets")}
+    assert deletes <= set(v1_operations(stack))  # the walk below tries them as tenant B
     for method, path in v1_operations(stack):
         if "{" not in path and path != "/v1/compare":
             continue  # collections: the next test
@@ -101,8 +104,9 @@ def test_another_tenants_resources_are_not_found_on_any_route(stack, tenant_a, t
         assert response.status_code == 404, (method, path, response.text)
         checked += 1
     assert checked >= 9
-    # And the owner still reaches each of them.
-    assert stack.http.get(f"/v1/jobs/{tenant_a['job_id']}").status_code == 200
+    # The walk ran tenant B's DELETEs, and nothing of A's went: the owner still reaches each of them.
+    for owned in ("jobs/{job_id}", "runs/{run_id}", "ensembles/{ensemble_id}", "datasets/{dataset_id}"):
+        assert stack.http.get(fill(f"/v1/{owned}", tenant_a)).status_code == 200, owned
 
 
 def test_lists_show_only_ones_own(stack, tenant_a, tenant_b):
