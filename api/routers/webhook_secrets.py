@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
 from api.auth import current_tenant
 from api.deps import SessionDep, SettingsDep, TenantDep
+from api.field_errors import invalid
 from api.schemas import UtcModel
 from store import webhook_secrets
+
+GRACE_HELP = "seconds the old secrets keep signing; default, and most: webhook_secret_grace_s"
 
 router = APIRouter(prefix="/v1/webhooks/secret", tags=["webhooks"], dependencies=[Depends(current_tenant)])
 
@@ -45,7 +49,16 @@ def read_webhook_secrets(session: SessionDep, tenant: TenantDep) -> WebhookSecre
 
 
 @router.post("/rotate", response_model=RotatedSecret)
-def rotate_webhook_secret(session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> RotatedSecret:
-    rotated = webhook_secrets.rotate(session, tenant, settings.webhook_secret_grace_s)
+def rotate_webhook_secret(
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    grace_s: Annotated[float | None, Query(ge=0, description=GRACE_HELP)] = None,
+) -> RotatedSecret:
+    """A new secret; 0 as grace_s stops the old ones at once (a leaked secret)."""
+    longest = settings.webhook_secret_grace_s
+    if grace_s is not None and grace_s > longest:
+        raise invalid(("query", "grace_s"), f"at most {longest:g} s (webhook_secret_grace_s)", grace_s)
+    rotated = webhook_secrets.rotate(session, tenant, longest if grace_s is None else grace_s)
     session.commit()
     return RotatedSecret(**vars(rotated))

@@ -73,3 +73,15 @@ def test_the_routes_want_a_key(api):
     anonymous = api.client()
     assert anonymous.get("/v1/webhooks/secret").status_code == 401
     assert anonymous.post("/v1/webhooks/secret/rotate").status_code == 401
+
+
+def test_a_leaked_secret_is_rotated_out_at_once_with_grace_0_and_no_grace_longer_than_the_setting(api):
+    tenant, client = new_tenant(api)
+    [old] = signing_secrets(api, tenant)
+    longer = client.post("/v1/webhooks/secret/rotate", params={"grace_s": GRACE_S + 1})
+    assert longer.status_code == 422 and longer.json()["detail"][0]["loc"] == ["query", "grace_s"]
+    assert signing_secrets(api, tenant) == [old]  # the refused rotation changed nothing
+
+    rotated = client.post("/v1/webhooks/secret/rotate", params={"grace_s": 0})
+    assert rotated.status_code == 200, rotated.text
+    assert signing_secrets(api, tenant) == [rotated.json()["secret"]]
