@@ -8,7 +8,7 @@ from tests.factories import lenet_spec, training
 def test_redis_restart_mid_job_leaves_a_reported_gap_not_a_crash(fault_stack, restart_redis):
     stack = fault_stack
     # Long enough (several seconds) to go on training after Redis is back.
-    job = stack.submit(lenet_spec(training=training(epochs=12, batch_size=16)))
+    job = stack.submit(lenet_spec(training=training(epochs=30, batch_size=16)))
     waiting = stack.submit(lenet_spec(training=training(epochs=1)))  # queued behind it, in Redis only
     stack.wait_for(job["id"], lambda j: j["status"] == "running" and j["progress"].get("step", 0) > 0)
 
