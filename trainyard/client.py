@@ -133,6 +133,10 @@ class TrainyardClient:
         """Ask for queued or running work to stop; the job as it is now."""
         return self._request("POST", f"/v1/jobs/{job_id}/cancel")
 
+    def delete_job(self, job_id: str) -> None:
+        """Delete a finished job, its runs, curve, checkpoints and files (an ensemble job: its members)."""
+        self._send("DELETE", f"/v1/jobs/{job_id}")
+
     def metrics(self, job_id: str, after: str | None = None) -> dict[str, Any]:
         """The curve: {"points": [...], "last_id": ...}; `after` a point id for what came since."""
         return self._request("GET", f"/v1/jobs/{job_id}/metrics", params={"after": after} if after else None)
@@ -205,15 +209,33 @@ class TrainyardClient:
 
     def predict(self, ensemble_id: str, inputs: Any, npy: bool | None = None) -> dict[str, Any]:
         """{"probs": N×K, "labels": N} for N×C×H×W inputs; large arrays travel as .npy (`npy` forces it)."""
-        array = np.asarray(inputs, dtype=np.float32)
-        path = f"/v1/ensembles/{ensemble_id}/predict"
-        if npy is False or (npy is None and array.size <= JSON_PREDICT_LIMIT):
-            return self._request("POST", path, json={"inputs": array.tolist()})
-        buffer = io.BytesIO()
-        np.save(buffer, array, allow_pickle=False)
-        return self._request(
-            "POST", path, content=buffer.getvalue(), headers={"Content-Type": "application/x-npy"}
-        )
+        return self._predict(f"/v1/ensembles/{ensemble_id}/predict", inputs, npy)
+
+    def delete_ensemble(self, ensemble_id: str) -> None:
+        """Delete an ensemble (not its member runs) and its averaged weights."""
+        self._send("DELETE", f"/v1/ensembles/{ensemble_id}")
+
+    # ---- runs
+
+    def predict_run(
+        self, run_id: str, inputs: Any, npy: bool | None = None, averaged: bool = False
+    ) -> dict[str, Any]:
+        """As `predict`, with one run's network; `averaged`: its Polyak or EMA weights."""
+        params = {"averaged": "true"} if averaged else None
+        return self._predict(f"/v1/runs/{run_id}/predict", inputs, npy, params)
+
+    def export_onnx(self, run_id: str, averaged: bool = False) -> bytes:
+        """The run's network as ONNX: N×C×H×W at the trained size and pixel scale in, probabilities out."""
+        params = {"format": "onnx"} | ({"averaged": "true"} if averaged else {})
+        return self._send("GET", f"/v1/runs/{run_id}/export", params=params).content
+
+    # ---- webhooks
+
+    def rotate_webhook_secret(self, grace_s: float | None = None) -> dict[str, Any]:
+        """A new signing secret, shown only in this answer; the old one signs `grace_s` more seconds (default:
+        the server's webhook_secret_grace_s)."""
+        params = {"grace_s": grace_s} if grace_s is not None else None
+        return self._request("POST", "/v1/webhooks/secret/rotate", params=params)
 
     # ---- datasets
 
@@ -225,6 +247,10 @@ class TrainyardClient:
     def datasets(self, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
         """One page of this tenant's uploads, newest first: {"items": [...], "next_cursor": ...}."""
         return self._page("/v1/datasets", limit, cursor)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete an upload and its file; refused (409) while a queued or running job trains on it."""
+        self._send("DELETE", f"/v1/datasets/{dataset_id}")
 
     # ---- plumbing
 
@@ -249,13 +275,27 @@ class TrainyardClient:
         self._raise_for(response)
         return response.json()
 
+    def _predict(
+        self, path: str, inputs: Any, npy: bool | None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        array = np.asarray(inputs, dtype=np.float32)
+        if npy is False or (npy is None and array.size <= JSON_PREDICT_LIMIT):
+            return self._request("POST", path, json={"inputs": array.tolist()}, params=params)
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        headers = {"Content-Type": "application/x-npy"}
+        return self._request("POST", path, content=buffer.getvalue(), headers=headers, params=params)
+
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise TrainyardConnectionError(self.url, exc) from exc
         self._raise_for(response)
-        return response.json()
+        return response
 
     def _raise_for(self, response: httpx.Response) -> None:
         if not response.is_error:

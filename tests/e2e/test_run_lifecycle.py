@@ -174,3 +174,22 @@ def test_an_ensemble_job_is_deleted_with_its_members_and_the_ensemble_it_built(s
     ):
         assert stack.http.get(gone).status_code == 404, gone
     assert not (stack.home / "artifacts" / "jobs" / member).exists()
+
+
+def test_the_python_client_predicts_exports_and_deletes(stack, trained):
+    from trainyard.client import TrainyardClient, TrainyardError
+
+    client = TrainyardClient(stack.url, api_key=stack.http.headers["Authorization"].removeprefix("Bearer "))
+    job = stack.wait_finished(stack.submit(lenet_spec(training=training(epochs=1)))["id"])
+    run_id = job["runs"][0]["id"]
+    session = onnxruntime.InferenceSession(client.export_onnx(run_id), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(0, 16, (20, *session.get_inputs()[0].shape[1:])).astype(np.float32)
+    probs = np.asarray(client.predict_run(run_id, x)["probs"])
+    assert np.allclose(np.asarray(client.predict_run(run_id, x, npy=True)["probs"]), probs, atol=1e-6)
+    [onnx_probs] = session.run(None, {"inputs": x})
+    np.testing.assert_allclose(onnx_probs, probs, atol=1e-5, rtol=0)
+
+    client.delete_job(job["id"])
+    with pytest.raises(TrainyardError) as gone:
+        client.job(job["id"])
+    assert gone.value.status_code == 404
