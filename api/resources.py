@@ -77,9 +77,9 @@ class ApiResources:
         )
 
     async def aclose(self) -> None:
-        """At the app's shutdown: every pooled connection closed."""
+        """At the app's shutdown: every pooled connection closed, but the rate limit's, which its library
+        keeps to itself (api/rate_limit.py): those go with the process."""
         await self.async_redis.aclose()
-        await self.rate_limit.aclose()
         self.redis.close()
         self.producer.close()
         self.sessions.kw["bind"].dispose()

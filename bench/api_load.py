@@ -43,7 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # One key makes every request here: the per-key rate limit (api/rate_limit.py) would refuse the load.
-UNLIMITED_RATE = {"TRAINYARD_RATE_LIMIT_PER_MINUTE": "0", "TRAINYARD_RATE_LIMIT_PER_SECOND": "0"}
+UNLIMITED_RATE = {"TRAINYARD_RATE_LIMIT_PER_MINUTE": "0"}
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

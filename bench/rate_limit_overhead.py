@@ -2,9 +2,9 @@
 
     python bench/rate_limit_overhead.py [--quick] [--rounds N] [--pollers N] [--seconds S]
 
-Two real API processes on this machine, one Redis, no worker: one counts every request of its key in
-both windows (rate_limit_per_second and rate_limit_per_minute set so high that nothing is refused, so
-each request pays the two Redis scripts and nothing else changes), the other has the limit off. In each
+Two real API processes on this machine, one Redis, no worker: one counts every request of its key
+(rate_limit_per_minute and rate_limit_burst set so high that nothing is refused, so each request pays
+the count in Redis and nothing else changes), the other has the limit off. In each
 round `--pollers` clients poll GET /v1/jobs/{id} as fast as they are answered for `--seconds` on each
 API in turn, the order alternating between rounds, so drift of the machine's speed hits both sides.
 
@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 from bench import api_load  # noqa: E402  (the minimal HTTP client and the job spec)
 
-COUNTED = {"TRAINYARD_RATE_LIMIT_PER_SECOND": str(10**6), "TRAINYARD_RATE_LIMIT_PER_MINUTE": str(10**8)}
+COUNTED = {"TRAINYARD_RATE_LIMIT_PER_MINUTE": str(10**8), "TRAINYARD_RATE_LIMIT_BURST": str(10**6)}
 
 
 def parse_args() -> argparse.Namespace:

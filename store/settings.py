@@ -84,10 +84,10 @@ class Settings(BaseSettings):
     )
     max_page_size: int = Field(100, ge=1, description="largest `limit` a list route accepts")
     rate_limit_per_minute: int = Field(
-        1200, ge=0, description="requests one API key may make to /v1 in any minute (else 429); 0: no limit"
+        1200, ge=0, description="requests an API key may make to /v1 per minute on average (else 429); 0: off"
     )
-    rate_limit_per_second: int = Field(
-        100, ge=0, description="requests one API key may make to /v1 in any second (else 429); 0: no limit"
+    rate_limit_burst: int = Field(
+        100, ge=1, description="requests one API key may make to /v1 at once, within its per-minute rate"
     )
     idempotency_ttl_s: float = Field(
         86_400, ge=86_400, description="an Idempotency-Key's first answer is replayed this long (>= 24 h)"

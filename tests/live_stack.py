@@ -27,7 +27,6 @@ TEST_SETTINGS = {
     "TRAINYARD_WEBHOOK_ALLOW_PRIVATE": "true",  # the tests' receivers listen on 127.0.0.1
     "TRAINYARD_MAX_UPLOAD_BYTES": str(8 * 2**20),  # so a test can pass it cheaply
     "TRAINYARD_RATE_LIMIT_PER_MINUTE": "0",  # tests poll hard; tests/api/test_api_rate_limit.py sets its own
-    "TRAINYARD_RATE_LIMIT_PER_SECOND": "0",
 }
 CLI = [sys.executable, "-m", "trainyard.cli"]
 
