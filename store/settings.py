@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     stream_maxlen: int = Field(100_000, ge=100, description="approximate cap of a job's Redis stream")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     retention_days: float | None = Field(
-        None, gt=0, description="finished jobs older than this are deleted, with their runs and files"
+        None, gt=0, description="finished jobs older than this go, with their runs and files; unset: all kept"
     )
     keep_checkpoints: int = Field(3, ge=1, description="newest epoch checkpoints kept per job")
     gpus: str | None = Field(
