@@ -21,12 +21,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/trainyard up
 
-# The dashboard's browser test drives Debian's Chromium: installed first when missing (needs root or sudo).
+# The dashboard's browser test drives Debian's Chromium, and the tests on real data train on Debian's
+# Fashion-MNIST (dataset-fashion-mnist): each installed first when missing (needs root or sudo).
 # Two pytest processes, a test file each at a time: much of the suite waits on real API and worker
 # processes, so two overlap those waits on two cores (3:50 instead of 5:20). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-datasets.sh
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed

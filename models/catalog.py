@@ -1,13 +1,14 @@
 """What a job can choose, read from the spec models (so no number is written twice), enough to build a form.
 
 Every parameter lists its type, default, bounds (minimum, exclusive_minimum, maximum, exclusive_maximum)
-and, for a fixed set of values, its choices.
+and, for a fixed set of values, its choices. Each dataset also says whether this server has it.
 """
 
 from __future__ import annotations
 
 import types
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -15,7 +16,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from models.cnn import ACTIVATIONS
-from models.datasets import DATASETS
+from models.datasets import DATASETS, availability
 from models.optim import SCHEDULE_FORMULAS, UPDATE_RULES
 from models.presets import PRESETS, PresetInfo
 from models.spec import (
@@ -36,14 +37,19 @@ JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", l
 PRESET_OPTIONS = ("activation", "init", "batchnorm")
 
 
-def catalog() -> dict[str, Any]:
-    """Presets, optimizers, schedules, layers, datasets and the job's other blocks, JSON-ready."""
+def catalog(data_dir: Path | None = None) -> dict[str, Any]:
+    """Presets, optimizers, schedules, layers, datasets and the job's other blocks, JSON-ready.
+
+    `data_dir` (settings.data_dir) is where the datasets read from files are looked for."""
     return {
         "presets": [_describe_preset(p) for p in PRESETS.values()],
         "optimizers": [_describe(cls, UPDATE_RULES) for cls in _members(OptimizerSpec)],
         "schedules": [_describe(cls, SCHEDULE_FORMULAS) for cls in _members(ScheduleSpec)],
         "layers": [_describe(cls) for cls in _members(Layer)],
-        "datasets": [_describe(entry.spec, {name: entry.description}) for name, entry in DATASETS.items()],
+        "datasets": [
+            _describe(entry.spec, {name: entry.description}) | dataset_availability(name, data_dir)
+            for name, entry in DATASETS.items()
+        ],
         "training": _params(TrainingSpec),
         "regularization": _params(RegularizationSpec),
         "ensemble": _params(EnsembleSpec),
@@ -51,6 +57,12 @@ def catalog() -> dict[str, Any]:
         "activations": list(ACTIVATIONS),
         "inits": list(get_args(Init)),
     }
+
+
+def dataset_availability(name: str, data_dir: Path | None) -> dict[str, Any]:
+    """{"available": bool, "install": how to install it, or None}: the catalog's part that a server's
+    files decide (a package installed while it runs changes it)."""
+    return availability(name, data_dir)._asdict()
 
 
 def _members(annotated_union: Any) -> tuple[type[BaseModel], ...]:

@@ -75,7 +75,7 @@ class DatasetEntry:
     native_shape: Callable[[BaseModel, Path | None], tuple[int, int, int]]
     num_classes: Callable[[BaseModel, Path | None], int]
     load_raw: Callable[[BaseModel, Path | None], RawData]
-    from_files: bool = False  # read from the data directory, so it may be missing there
+    from_files: bool = False  # read from the data directory or a system folder, so it may be missing
 
 
 # ---------------------------------------------------------------- raw data (cached per process)
@@ -120,12 +120,23 @@ def _synthetic_raw(
     return _read_only(x.astype(np.float32), y.astype(np.int64))
 
 
+def _files_raw(name: str, data_dir: Path | None) -> RawData:
+    """MNIST, Fashion-MNIST or CIFAR-10 from the first folder that has it (data directory, then system)."""
+    files = image_files.locate(name, _resolved(data_dir))
+    return _read_files(name, tuple(files.items()))
+
+
 @lru_cache(maxsize=2)
-def _files_raw(name: str, data_dir: Path) -> RawData:
-    """MNIST, Fashion-MNIST or CIFAR-10 as uint8 pixels (a quarter of float32's memory), test set last."""
-    files = image_files.locate(name, data_dir)
-    x, y, official_test = (image_files.read_cifar10 if name == "cifar10" else image_files.read_mnist)(files)
+def _read_files(name: str, files: tuple[tuple[str, Path], ...]) -> RawData:
+    """The files as uint8 pixels (a quarter of float32's memory), test set last; cached by the paths read,
+    so files put in the data directory later win over the system folder's at the next load."""
+    read = image_files.read_cifar10 if name == "cifar10" else image_files.read_mnist
+    x, y, official_test = read(dict(files))
     return RawData(*_read_only(x, y), official_test)
+
+
+def _resolved(data_dir: Path | None) -> Path | None:
+    return None if data_dir is None else Path(data_dir).resolve()
 
 
 def _in_data_dir(name: str, data_dir: Path | None) -> Path:
@@ -145,14 +156,18 @@ def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return arrays
 
 
-def _from_files(spec: type[BaseModel], description: str, shape: tuple[int, int, int]) -> DatasetEntry:
-    """A 10-class dataset read from its published files under the data directory."""
+def _from_files(
+    name: str, spec: type[BaseModel], description: str, shape: tuple[int, int, int]
+) -> DatasetEntry:
+    """A 10-class dataset read from its published files: the data directory's, or its Debian package's."""
+    package = image_files.SYSTEM_PACKAGES.get(name)
+    system = f", or from Debian's package {package.name} ({package.folder})" if package else ""
     return DatasetEntry(
         spec=spec,
-        description=f"{description} of the data directory; never downloaded",
+        description=f"{description} of the data directory{system}; never downloaded",
         native_shape=lambda s, data_dir: shape,
         num_classes=lambda s, data_dir: 10,
-        load_raw=lambda s, data_dir: _files_raw(s.name, _in_data_dir(s.name, data_dir)),
+        load_raw=lambda s, data_dir: _files_raw(s.name, data_dir),
         from_files=True,
     )
 
@@ -175,18 +190,21 @@ DATASETS: dict[str, DatasetEntry] = {
         ),
     ),
     "mnist": _from_files(
+        "mnist",
         MnistDataset,
         "MNIST handwritten digits: 60000 train + 10000 test images, 28x28 grey, 10 classes; "
         "IDX files, raw or .gz, in MNIST/raw/ or mnist/",
         (1, 28, 28),
     ),
     "fashion_mnist": _from_files(
+        "fashion_mnist",
         FashionMnistDataset,
         "Fashion-MNIST clothing: 60000 train + 10000 test images, 28x28 grey, 10 classes; "
         "IDX files, raw or .gz, in FashionMNIST/raw/ or fashion_mnist/",
         (1, 28, 28),
     ),
     "cifar10": _from_files(
+        "cifar10",
         Cifar10Dataset,
         "CIFAR-10 objects: 50000 train + 10000 test images, 32x32 colour, 10 classes; "
         "the binary version's .bin files in cifar-10-batches-bin/ or cifar10/",
@@ -205,10 +223,29 @@ DATASETS: dict[str, DatasetEntry] = {
 
 
 def ensure_available(dataset_spec: BaseModel | dict, data_dir: Path | None = None) -> None:
-    """Raise DatasetUnavailable, naming the folder and files expected, unless the dataset can be read."""
+    """Raise DatasetUnavailable, naming the folders and files expected and how to install the dataset,
+    unless it can be read."""
     dataset = _DATASET_SPEC.validate_python(dataset_spec)
     if DATASETS[dataset.name].from_files:
-        image_files.locate(dataset.name, _in_data_dir(dataset.name, data_dir))
+        image_files.locate(dataset.name, _resolved(data_dir))
+
+
+class Availability(NamedTuple):
+    """Whether this server has a dataset's files; where it lacks them, how to install them."""
+
+    available: bool
+    install: str | None = None
+
+
+def availability(name: str, data_dir: Path | None = None) -> Availability:
+    """Datasets shipped or generated are always there; a file-backed one where a folder holds its files."""
+    if not DATASETS[name].from_files:
+        return Availability(True)
+    try:
+        image_files.locate(name, _resolved(data_dir))
+    except DatasetUnavailable:
+        return Availability(False, image_files.install_hint(name, _resolved(data_dir)))
+    return Availability(True)
 
 
 # ---------------------------------------------------------------- metadata, splits, preprocessing

@@ -1,5 +1,7 @@
 """MNIST, Fashion-MNIST and CIFAR-10 read from their published files in a local folder; nothing is downloaded.
 
+The folders searched: the data directory's, then the system folder a Debian dataset package installs.
+
 MNIST and Fashion-MNIST come as IDX files (raw or gzipped), CIFAR-10 as its binary version. The python
 version of CIFAR-10 is refused: it is pickled, and unpickling a file can run arbitrary code.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,20 +34,54 @@ FOLDERS = {
 }
 
 
+@dataclass(frozen=True)
+class SystemPackage:
+    """A Debian package that installs a dataset's files into a system folder."""
+
+    name: str
+    folder: Path
+
+
+# The one search list besides the data directory. Only Fashion-MNIST is packaged (`apt-cache search
+# dataset-`: no MNIST or CIFAR-10). A fixed path, not a setting: the package always installs there, and
+# files anywhere else go in the data directory, which is searched first.
+SYSTEM_PACKAGES = {
+    "fashion_mnist": SystemPackage("dataset-fashion-mnist", Path("/usr/share/datasets/fashion-mnist")),
+}
+
+
 class DatasetUnavailable(SpecError):
     """A dataset's files are missing or unreadable."""
 
 
-def locate(name: str, data_dir: Path) -> dict[str, Path]:
-    """The dataset's files by published name, from the first folder that holds all of them."""
+def locate(name: str, data_dir: Path | None) -> dict[str, Path]:
+    """The dataset's files by published name, from the first folder that holds all of them: the data
+    directory's folders (None: there is none), then the system folder of its Debian package, if any."""
     gaps = []
-    for folder in FOLDERS[name]:
-        found = _find_all(name, data_dir / folder)
+    for folder in search_folders(name, data_dir):
+        found = _find_all(name, folder)
         if all(found.values()):
             return found
         if any(found.values()):
-            gaps.append(f"{data_dir / folder} lacks {', '.join(n for n, path in found.items() if not path)}")
+            gaps.append(f"{folder} lacks {', '.join(n for n, path in found.items() if not path)}")
     raise DatasetUnavailable(("dataset", "name"), "; ".join([_missing_message(name, data_dir), *gaps]))
+
+
+def search_folders(name: str, data_dir: Path | None) -> list[Path]:
+    """Where `name`'s files are looked for, in order: the data directory wins over the system folder."""
+    folders = [data_dir / folder for folder in FOLDERS[name]] if data_dir is not None else []
+    if name in SYSTEM_PACKAGES:
+        folders.append(SYSTEM_PACKAGES[name].folder)
+    return folders
+
+
+def install_hint(name: str, data_dir: Path | None) -> str:
+    """How to give this server the dataset: its Debian package, if there is one, or files in the data dir."""
+    files = "the IDX files" if name != "cifar10" else "CIFAR-10's binary version"
+    hint = f"put {files} in {_data_folders(name, data_dir)}"
+    if name in SYSTEM_PACKAGES:
+        hint = f"apt-get install {SYSTEM_PACKAGES[name].name}, or {hint}"
+    return hint
 
 
 def read_mnist(files: dict[str, Path]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -83,9 +120,16 @@ def _find_all(name: str, folder: Path) -> dict[str, Path | None]:
     return {n: next((path for path in paths if path.is_file()), None) for n, paths in candidates.items()}
 
 
-def _missing_message(name: str, data_dir: Path) -> str:
-    where = " or ".join(str(data_dir / folder) for folder in FOLDERS[name])
-    if name == "cifar10":
+def _data_folders(name: str, data_dir: Path | None) -> str:
+    """The data directory's folders for `name`, for a message (spelt out where there is no data dir)."""
+    if data_dir is None:
+        return f"a data directory's {' or '.join(f'{folder}/' for folder in FOLDERS[name])}"
+    return " or ".join(f"{data_dir / folder}/" for folder in FOLDERS[name])
+
+
+def _missing_message(name: str, data_dir: Path | None) -> str:
+    where = _data_folders(name, data_dir)
+    if name == "cifar10" and data_dir is not None:
         pickled = [data_dir / "cifar-10-batches-py", *(data_dir / f for f in FOLDERS[name])]
         if any((folder / "data_batch_1").is_file() for folder in pickled):
             return (
@@ -96,8 +140,15 @@ def _missing_message(name: str, data_dir: Path) -> str:
         expected = ", ".join(CIFAR_FILES) + " (CIFAR-10 binary version)"
     else:
         expected = ", ".join(IDX_FILES) + " (each may end in .gz)"
+    package = SYSTEM_PACKAGES.get(name)
+    if package is not None:
+        return (
+            f"{name} is not on this server: install Debian's package (apt-get install {package.name}: "
+            f"its files go to {package.folder}), or put {expected} in {where}. Nothing is downloaded "
+            "(TRAINYARD_DATA_DIR sets the data directory)"
+        )
     return (
-        f"{name} is not in the data directory {data_dir}: expected {expected} in {where}. "
+        f"{name} is not in the data directory {data_dir or '(none given)'}: expected {expected} in {where}. "
         "Nothing is downloaded: put the files there (TRAINYARD_DATA_DIR sets the data directory)"
     )
 

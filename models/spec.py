@@ -86,7 +86,7 @@ class MnistDataset(OfficialSplitOptions):
 
 
 class FashionMnistDataset(OfficialSplitOptions):
-    """Fashion-MNIST clothing images (60000 + 10000, 28x28, 10 classes), read from the data directory."""
+    """Fashion-MNIST clothing images (60000 + 10000, 28x28, 10 classes): data directory or Debian package."""
 
     name: Literal["fashion_mnist"]
 

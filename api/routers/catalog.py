@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends
 from pydantic import Field
 
 from api.auth import current_tenant
+from api.deps import SettingsDep
 from api.schemas import StoredObject
-from models.catalog import catalog
+from models.catalog import catalog, dataset_availability
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"], dependencies=[Depends(current_tenant)])
 
@@ -39,6 +41,18 @@ class Choice(StoredObject):
     params: dict[str, Param]
 
 
+class DatasetChoice(Choice):
+    """A dataset, selected by its `name` (here `type`), and whether this server can train on it now."""
+
+    available: bool = Field(
+        description="this server has its files (always, for one shipped, generated or uploaded)"
+    )
+    install: str | None = Field(
+        description="where it is not available: how to install it (a Debian package, or files to put "
+        "in the data directory)"
+    )
+
+
 class Preset(StoredObject):
     name: str
     description: str
@@ -54,7 +68,7 @@ class CatalogOut(StoredObject):
     optimizers: list[Choice]
     schedules: list[Choice]
     layers: list[Choice]
-    datasets: list[Choice]
+    datasets: list[DatasetChoice]
     training: dict[str, Param]
     regularization: dict[str, Param]
     ensemble: dict[str, Param]
@@ -64,10 +78,14 @@ class CatalogOut(StoredObject):
 
 
 @lru_cache
-def _cached_catalog() -> CatalogOut:
-    return CatalogOut.model_validate(catalog())
+def _cached_catalog(data_dir: Path | None) -> CatalogOut:
+    return CatalogOut.model_validate(catalog(data_dir))
 
 
 @router.get("", response_model=CatalogOut)
-def read_catalog() -> CatalogOut:
-    return _cached_catalog()
+def read_catalog(settings: SettingsDep) -> CatalogOut:
+    # The choices are fixed while the server runs; which dataset files it has is not (apt-get install
+    # while it runs), so that part is looked up (a few file checks) on each request.
+    cached = _cached_catalog(settings.data_dir)
+    datasets = [d.model_copy(update=dataset_availability(d.type, settings.data_dir)) for d in cached.datasets]
+    return cached.model_copy(update={"datasets": datasets})

@@ -1,8 +1,6 @@
 """MNIST, Fashion-MNIST and CIFAR-10 from tiny files in their published formats, written into tmp_path."""
 
-import gzip
 import pickle
-import struct
 
 import numpy as np
 import pytest
@@ -18,37 +16,7 @@ from models.datasets import (
 )
 from models.image_files import CIFAR_FILES, IDX_FILES
 from store.settings import Settings
-
-TRAIN, TEST = 40, 12  # images in the official train and test sets of the tiny copies
-
-
-def write_idx(path, array: np.ndarray) -> None:
-    """An IDX file: two zero bytes, 0x08 (unsigned bytes), the dimension count, big-endian sizes, data."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
-
-
-def labels(count: int, offset: int) -> np.ndarray:
-    return (np.arange(count) + offset) % 10
-
-
-def digit_images(y: np.ndarray) -> np.ndarray:
-    """Each image a constant 20*label, except its top-left pixel: its index, to tell images apart."""
-    x = np.repeat(20 * y, 28 * 28).reshape(-1, 28, 28)
-    x[:, 0, 0] = np.arange(len(y))
-    return x
-
-
-def write_mnist(folder, gz: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Tiny MNIST files in `folder`; answers the images and labels in file order, train then test."""
-    y_train, y_test = labels(TRAIN, 0), labels(TEST, 3)
-    x_train, x_test = digit_images(y_train), digit_images(y_test)
-    suffix = ".gz" if gz else ""
-    for name, array in zip(IDX_FILES, (x_train, y_train, x_test, y_test), strict=True):
-        write_idx(folder / f"{name}{suffix}", array)
-    return np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
+from tests.idx_files import TEST, TRAIN, labels, write_mnist
 
 
 def write_cifar(folder) -> np.ndarray:
