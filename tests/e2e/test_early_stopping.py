@@ -75,3 +75,16 @@ def test_an_early_stopped_job_succeeds_and_its_weights_give_its_best_metric(stac
     assert val_acc == job["metrics"]["val_acc"]  # the best epoch's, the first here
     assert val_loss == pytest.approx(job["metrics"]["val_loss"], rel=1e-4)
     assert evaluate(model, *splits.test)[1] == job["metrics"]["test_acc"]
+
+
+def test_an_ensemble_with_early_stopping_fans_out_and_each_member_stops(stack):
+    spec = lenet_spec(
+        dataset={"name": "digits", "train_fraction": 0.25},  # batch 4 makes many steps: fewer images
+        training=stopping(batch_size=4),
+        ensemble={"members": 4, "strategy": "auto"},
+    )
+    job = stack.wait_finished(stack.submit(spec)["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["strategy"] == "fanout"  # without early stopping, 4 members at batch 4 would vmap on the CPU
+    for run in job["runs"]:
+        assert (run["metrics"]["best_epoch"], run["metrics"]["stopped_epoch"]) == (1, 2)
