@@ -38,13 +38,22 @@ class StoredObject(BaseModel):
 
 
 class RunMetrics(StoredObject):
-    """One model's numbers: the latest epoch's while it trains, then the test split's (worker/training.py)."""
+    """One model's numbers: the latest epoch's while it trains, then the kept epoch's (training.keep: the
+    last or the best) and the test split's (worker/training.py)."""
 
     train_loss: float | None = Field(None, description="mean training loss over the latest epoch's steps")
     val_loss: float | None = None
     val_acc: float | None = None
     best_val_acc: float | None = Field(None, description="the best val_acc of any epoch so far")
     lr: float | None = Field(None, description="the learning rate at the latest epoch's end")
+    best_epoch: int | None = Field(
+        None,
+        description="with keep best or early stopping: the epoch (from 1) best by the early-stopping metric, "
+        "else by val_acc",
+    )
+    stopped_epoch: int | None = Field(
+        None, description="with early stopping: the last epoch trained (epochs, if it never stopped early)"
+    )
     test_loss: float | None = None
     test_acc: float | None = Field(None, description="on the test split, once finished")
     averaged_test_loss: float | None = Field(None, description="of the Polyak or EMA weights, if kept")

@@ -308,6 +308,18 @@ class RegularizationSpec(Strict):
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty added to the gradient")
 
 
+class EarlyStopping(Strict):
+    """Stop when the validation metric has not improved for `patience` epochs in a row."""
+
+    metric: Literal["val_acc", "val_loss"] = Field(
+        "val_acc", description="watched after every epoch: higher val_acc or lower val_loss is better"
+    )
+    patience: int = Field(3, ge=1, le=1000, description="epochs without improvement before stopping")
+    min_delta: float = Field(
+        0.0, ge=0.0, description="an improvement is better than the best so far by more than this"
+    )
+
+
 class TrainingSpec(Strict):
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(64, ge=1, le=8192)
@@ -322,6 +334,21 @@ class TrainingSpec(Strict):
             "trains without it"
         ),
     )
+    early_stopping: EarlyStopping | None = Field(
+        None, description="stop before `epochs` once the validation metric stops improving; null: never"
+    )
+    keep: Literal["best", "last"] | None = Field(
+        None,
+        description="whose weights become the run: the best epoch's (by early_stopping.metric, else "
+        "val_acc) or the last epoch's; default (null): best with early_stopping, else last",
+    )
+
+    @model_validator(mode="after")
+    def _resolve_keep(self) -> TrainingSpec:
+        # Resolved here, so the stored spec says which weights the run kept.
+        if self.keep is None:
+            self.keep = "best" if self.early_stopping is not None else "last"
+        return self
 
 
 MAX_MEMBERS = 32
@@ -398,6 +425,17 @@ class JobSpec(Strict):
         if training is not None and start is not None and start >= training.epochs:
             raise ValueError(
                 f"averaging_start_epoch {start} is not before the last epoch (epochs: {training.epochs})"
+            )
+        return ensemble
+
+    @field_validator("ensemble")
+    @classmethod
+    def _vmap_trains_in_lock_step(cls, ensemble: EnsembleSpec, info: ValidationInfo):
+        training = info.data.get("training")
+        if training is not None and training.early_stopping is not None and ensemble.strategy == "vmap":
+            raise ValueError(
+                "vmap steps all members together, early stopping stops each at its own epoch: "
+                "use strategy fanout, sequential or auto"
             )
         return ensemble
 

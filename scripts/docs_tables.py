@@ -165,6 +165,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "schedules": schedules,
     "regularization": block("regularization"),
     "training": block("training"),
+    "early-stopping": lambda: fields_table(catalog()["training"]["early_stopping"]["params"]),
     "ensemble": block("ensemble"),
     "settings": settings,
 }

@@ -89,6 +89,8 @@ class TrainingState:
     scheduler: dict[str, Any]
     rng: torch.Tensor
     extra: dict[str, Any] = field(default_factory=dict)  # best_val_acc, elapsed time, ...
+    # The best epoch's weights so far, kept for training.keep "best" (worker/early_stopping.py).
+    best: dict[str, torch.Tensor] | None = None
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -113,9 +115,13 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+BEST = "best."  # the prefix of a checkpoint's best-epoch weights, beside "model." and "optimizer."
+
+
 def save_checkpoint(path: Path, state: TrainingState) -> None:
     optimizer_tensors, optimizer_meta = _flatten_optimizer(state.optimizer)
     tensors = {f"model.{k}": v for k, v in state.model.items()} | optimizer_tensors | {"rng": state.rng}
+    tensors |= {f"{BEST}{k}": v for k, v in (state.best or {}).items()}
     meta = {
         "epoch": state.epoch,
         "step": state.step,
@@ -130,6 +136,7 @@ def load_checkpoint(path: Path) -> TrainingState:
     tensors, meta = _read(path)
     model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     optimizer_tensors = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}
+    best = {k.removeprefix(BEST): v for k, v in tensors.items() if k.startswith(BEST)}
     return TrainingState(
         epoch=meta["epoch"],
         step=meta["step"],
@@ -138,6 +145,7 @@ def load_checkpoint(path: Path) -> TrainingState:
         scheduler=meta["scheduler"],
         rng=tensors["rng"],
         extra=meta["extra"],
+        best=best or None,
     )
 
 

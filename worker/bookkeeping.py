@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.spec import TrainingSpec
 from store.artifacts import TrainingState
 from store.states import StopReason
 from store.streams import Point
+from worker.early_stopping import KeptEpoch
 from worker.reporter import DIVERGENCE_FACTOR, Diverged, Reporter, Stopped
 
 
@@ -36,8 +38,9 @@ class Bookkeeper:
 
     Step losses stay on the device and are read once per report: no host sync on every step. Each read checks
     them for divergence and sends member i's curve points and progress to reporters[i]. After each epoch every
-    member is evaluated and its reporter gets a TrainingState of its own. `members` names the members in
-    errors (None for a single run); `resumes` holds each member's state to resume from, all at the same step.
+    member is evaluated, its KeptEpoch hears the epoch's metrics, and its reporter gets a TrainingState of its
+    own. `members` names the members in errors (None for a single run); `resumes` holds each member's state
+    to resume from, all at the same step.
     """
 
     def __init__(
@@ -45,7 +48,7 @@ class Bookkeeper:
         reporters: list[Reporter],
         resumes: list[TrainingState] | None,
         *,
-        epochs: int,
+        training: TrainingSpec,
         steps_per_epoch: int,
         report_every: int,
         attempt: int,
@@ -54,8 +57,8 @@ class Bookkeeper:
     ) -> None:
         self.reporters = reporters
         self.members = members
-        self.epochs = epochs
-        self.total_steps = epochs * steps_per_epoch
+        self.epochs = training.epochs
+        self.total_steps = training.epochs * steps_per_epoch
         self.attempt = attempt
         self.window = torch.zeros(report_every, len(reporters), device=device)  # step x member
         self.filled = 0
@@ -63,6 +66,11 @@ class Bookkeeper:
         self.start_epoch, self.step = (resumes[0].epoch, resumes[0].step) if resumes else (0, 0)
         self.initial_loss: list[float | None] = [extra.get("initial_loss") for extra in extras]
         self.best_val_acc: list[float] = [extra.get("best_val_acc", 0.0) for extra in extras]
+        best_weights = [resume.best for resume in resumes] if resumes else [None for _ in reporters]
+        self.kept = [
+            KeptEpoch(training, extra.get("kept_epoch"), weights)
+            for extra, weights in zip(extras, best_weights, strict=True)
+        ]
         self.last_train_loss = [math.nan] * len(reporters)
         self.elapsed_before = extras[0].get("elapsed_s", 0.0)
         self.started = time.perf_counter()
@@ -124,12 +132,13 @@ class Bookkeeper:
         val: tuple[torch.Tensor, torch.Tensor],
         lr: float,
         extra: dict | None = None,
-    ) -> list[dict[str, float]]:
-        """Evaluates member i's `models[i]` and hands reporters[i] its metrics and TrainingState."""
+    ) -> None:
+        """Evaluates member i's `models[i]`, tells its KeptEpoch, and hands reporters[i] its metrics and
+        TrainingState."""
         evaluations = [evaluate(model, *val) for model in models]
         progress = self.progress(epoch + 1.0)
         rng = torch.get_rng_state()
-        all_metrics, reasons = [], []
+        reasons = []
         for m, (model, (val_loss, val_acc)) in enumerate(zip(models, evaluations, strict=True)):
             self.best_val_acc[m] = max(self.best_val_acc[m], val_acc)
             metrics = {
@@ -139,6 +148,7 @@ class Bookkeeper:
                 "best_val_acc": self.best_val_acc[m],
                 "lr": lr,
             }
+            self.kept[m].update(epoch + 1, metrics, model)
             state = TrainingState(
                 epoch=epoch + 1,
                 step=self.step,
@@ -150,13 +160,18 @@ class Bookkeeper:
                     "best_val_acc": self.best_val_acc[m],
                     "initial_loss": self.initial_loss[m],
                     "elapsed_s": self.elapsed_s(),
+                    "kept_epoch": self.kept[m].state(),
                 }
                 | (extra or {}),
+                best=self.kept[m].weights,
             )
             reasons.append(self.reporters[m].epoch_end(state, metrics, progress))
-            all_metrics.append(metrics)
         self._stop_if_asked(reasons)
-        return all_metrics
+
+    @property
+    def stopped_early(self) -> bool:
+        """Every member's patience has run out (worker/early_stopping.py): no more epochs."""
+        return all(kept.done for kept in self.kept)
 
     @staticmethod
     def _stop_if_asked(reasons: list[StopReason | None]) -> None:

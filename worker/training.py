@@ -209,7 +209,7 @@ def train_trainee(
     log = Bookkeeper(
         reporters,
         resumes,
-        epochs=cfg.epochs,
+        training=cfg,
         steps_per_epoch=steps_per_epoch,
         report_every=report_every,
         attempt=attempt,
@@ -232,8 +232,9 @@ def train_trainee(
         if average is not None and saved_averages is not None:
             average.restore(saved_averages, resumes[0].extra["n_averaged"])
 
-    metrics: list[dict[str, float]] = [{} for _ in reporters]
     for epoch in range(log.start_epoch, cfg.epochs):
+        if log.stopped_early:  # also when the attempt resumed from the checkpoint of the epoch it stopped at
+            break
         trainee.train_mode()
         orders = torch.stack([epoch_order(len(x_train), seed, epoch, device) for seed in trainee.seeds])
         for batch in range(steps_per_epoch):
@@ -251,7 +252,7 @@ def train_trainee(
         optimizer_state, extra = optimizer.state_dict(), None
         if average is not None:
             optimizer_state, extra = average.with_averages(optimizer_state)
-        metrics = log.end_epoch(
+        log.end_epoch(
             epoch,
             trainee.current_models(),
             trainee.member_optimizer_states(optimizer_state),
@@ -263,11 +264,19 @@ def train_trainee(
 
     x_test, y_test = trainee.to_device(splits.test[0]), splits.test[1].to(device)
     models = trainee.current_models()
-    averaged = trainee.averaged_models(average.tensors) if average is not None else [None] * len(models)
+    # Stopped early before averaging began, there is nothing averaged: no averaged weights.
+    averaging = average is not None and average.count > 0
+    averaged = trainee.averaged_models(average.tensors) if averaging else [None] * len(models)
     results = []
-    for model, averaged_model, member_metrics in zip(models, averaged, metrics, strict=True):
-        member_metrics = member_metrics | final_metrics(
-            model, averaged_model, x_train, cfg.batch_size, x_test, y_test
+    per_member = zip(models, averaged, log.kept, log.best_val_acc, strict=True)
+    for model, averaged_model, kept, best_val_acc in per_member:
+        # The kept epoch's weights (training.keep), and its metrics: what the stored weights reproduce.
+        kept.load_into(model)
+        member_metrics = (
+            kept.kept_metrics
+            | {"best_val_acc": best_val_acc}  # of any epoch, the kept one's or not
+            | kept.summary()
+            | final_metrics(model, averaged_model, x_train, cfg.batch_size, x_test, y_test)
         )
         results.append(
             TrainResult(

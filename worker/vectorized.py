@@ -13,6 +13,8 @@ What vmap supports, and how:
 - dropout: masks drawn with randomness="different" from the one global generator for all members. Each
   member's masks have the right distribution, but they are not the ones its own train() would have drawn.
 - batch norm: the running statistics are stacked buffers like the parameters; vmap updates them in place.
+- keep "best": each member keeps its own best epoch's weights. Early stopping is not vectorized: members
+  stop at epochs of their own, so "auto" fans them out and the spec refuses "vmap" with it.
 - parameter averaging: swa_utils' elementwise update over the stacked tensors, the numbers one AveragedModel
   per member would hold; batch norm statistics are measured anew per member at the end, as in train().
 - not used under vmap: torch.compile (steps run eagerly; compiling changes no numbers) and channels_last
@@ -77,6 +79,8 @@ def choose_strategy(spec: JobSpec, device: torch.device, data_dir: Path | None =
         return spec.ensemble.strategy
     if spec.ensemble.members == 1:
         return "sequential"  # nothing to fan out or vectorize: the one member trains in this task
+    if spec.training.early_stopping is not None:
+        return "fanout"  # members stop at epochs of their own; vmap steps them all together
     if device.type == "cuda":
         step_flops = inspect_model(spec, data_dir).flops_per_sample * spec.training.batch_size
         return "vmap" if step_flops <= CUDA_VMAP_MAX_FLOPS_PER_STEP else "fanout"
@@ -130,6 +134,9 @@ def train_members(
     Member `members[i]` reports to `reporters[i]` and resumes from `resumes[i]`: all or none, at one step.
     A diverging member raises Diverged for all, naming the member; any reporter's reason to stop, Stopped.
     """
+    if spec.training.early_stopping is not None:
+        # Simplest correct: a member that stops would go on stepping with the others (the spec refuses it).
+        raise ValueError("train_members steps every member together: no early stopping under vmap")
     reporters = list(reporters)
     members = list(range(len(reporters))) if members is None else list(members)
     resumes = list(resumes) if resumes is not None else None
