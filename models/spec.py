@@ -291,8 +291,40 @@ class InverseTimeSchedule(Strict):
     warmup_steps: int = Field(0, ge=0)
 
 
+class CosineSchedule(Strict):
+    """One half-cosine from the lr down to eta_min (torch.optim.lr_scheduler.CosineAnnealingLR)."""
+
+    type: Literal["cosine"]
+    t_max: int | None = Field(
+        None,
+        ge=1,
+        description="units from the lr down to eta_min (torch's T_max); past them the cosine rises "
+        "again; default: the whole training (epochs, or epochs times steps per epoch)",
+    )
+    eta_min: float = Field(0.0, ge=0.0, description="the lowest lr, reached after t_max units")
+    unit: Unit = "epoch"
+    warmup_steps: int = Field(0, ge=0)
+
+
+class CosineRestartsSchedule(Strict):
+    """SGDR (Loshchilov & Hutter 2017): cosine cycles that restart at the lr, each t_mult times longer
+    than the one before (torch.optim.lr_scheduler.CosineAnnealingWarmRestarts)."""
+
+    type: Literal["cosine_restarts"]
+    t_0: int = Field(ge=1, description="units in the first cycle (torch's T_0)")
+    t_mult: int = Field(1, ge=1, le=10, description="each cycle is t_mult times the one before")
+    eta_min: float = Field(0.0, ge=0.0, description="the lr at the end of each cycle")
+    unit: Unit = "epoch"
+    warmup_steps: int = Field(0, ge=0)
+
+
 ScheduleSpec = Annotated[
-    ConstantSchedule | StepSchedule | ExponentialSchedule | InverseTimeSchedule,
+    ConstantSchedule
+    | StepSchedule
+    | ExponentialSchedule
+    | InverseTimeSchedule
+    | CosineSchedule
+    | CosineRestartsSchedule,
     Field(discriminator="type"),
 ]
 
@@ -400,6 +432,15 @@ class JobSpec(Strict):
                 f"averaging_start_epoch {start} is not before the last epoch (epochs: {training.epochs})"
             )
         return ensemble
+
+    @field_validator("lr_schedule")
+    @classmethod
+    def _eta_min_below_lr(cls, schedule: ScheduleSpec, info: ValidationInfo):
+        optimizer = info.data.get("optimizer")  # validated before lr_schedule
+        eta_min = getattr(schedule, "eta_min", None)
+        if optimizer is not None and eta_min is not None and eta_min >= optimizer.lr:
+            raise ValueError(f"eta_min {eta_min} is not below the optimizer's lr {optimizer.lr}")
+        return schedule
 
     @field_validator("name")
     @classmethod
