@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "none"]
 DropoutMode = Literal["inverted", "vanilla"]
@@ -385,6 +395,14 @@ class EnsembleSpec(Strict):
     averaging_start_epoch: int | None = Field(
         None, ge=0, description="first epoch averaged; default: half the epochs for polyak, 0 for ema"
     )
+    snapshots: int = Field(
+        1,
+        ge=1,
+        le=MAX_MEMBERS,
+        description="snapshot ensemble (Huang et al. 2017): train one run through this many cosine cycles "
+        "(lr_schedule cosine_restarts with t_0 = epochs / snapshots) and keep the weights at the end of "
+        "each as the members of one ensemble (method mean_probs); epochs must be a multiple",
+    )
 
     def member_seed(self, base_seed: int, member: int) -> int:
         return base_seed + member
@@ -442,6 +460,37 @@ class JobSpec(Strict):
             raise ValueError(f"eta_min {eta_min} is not below the optimizer's lr {optimizer.lr}")
         return schedule
 
+    @model_validator(mode="after")
+    def _snapshot_cycles(self) -> JobSpec:
+        """With ensemble.snapshots, the schedule is the cycles' (filled in when lr_schedule is not given)."""
+        snapshots, epochs = self.ensemble.snapshots, self.training.epochs
+        if snapshots == 1:
+            return self
+        if self.ensemble.members > 1:
+            _refuse(("ensemble", "snapshots"), "snapshots take one member: give members 1", snapshots)
+        if epochs % snapshots:
+            _refuse(("ensemble", "snapshots"), f"epochs ({epochs}) is not a multiple of snapshots", snapshots)
+        cycles = CosineRestartsSchedule(type="cosine_restarts", t_0=epochs // snapshots)
+        if "lr_schedule" not in self.model_fields_set:
+            self.lr_schedule = cycles
+            return self
+        schedule = self.lr_schedule
+        cycle = (schedule.t_0, schedule.t_mult, schedule.unit) if schedule.type == cycles.type else None
+        if cycle != (cycles.t_0, cycles.t_mult, cycles.unit):
+            _refuse(
+                ("lr_schedule",),
+                f"snapshots {snapshots} over {epochs} epochs train with cosine_restarts, t_0 {cycles.t_0}, "
+                "t_mult 1, unit epoch: leave lr_schedule out, or give that (eta_min and warmup_steps as "
+                "you like)",
+                schedule.model_dump(),
+            )
+        return self
+
+    def snapshot_epochs(self) -> list[int]:
+        """The epochs whose weights are a snapshot ensemble's members: the cycles' ends; none without."""
+        snapshots, epochs = self.ensemble.snapshots, self.training.epochs
+        return [] if snapshots == 1 else list(range(epochs // snapshots, epochs + 1, epochs // snapshots))
+
     @field_validator("name")
     @classmethod
     def _printable(cls, name: str | None) -> str | None:
@@ -469,6 +518,13 @@ class JobSpec(Strict):
                 "notify_url": None,  # the ensemble job notifies, once, for all its members
             }
         )
+
+
+def _refuse(loc: tuple, message: str, value: object) -> None:
+    """A refusal at `loc` inside the spec, from a check across its blocks (a model validator's errors
+    would otherwise sit at the spec's root)."""
+    error = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+    raise ValidationError.from_exception_data("JobSpec", [error])
 
 
 Momentum.model_rebuild()
