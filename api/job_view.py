@@ -21,7 +21,10 @@ def _live_progress(job: Job, client: redis.Redis) -> dict:
 
 def present_job(job: Job, session: Session, client: redis.Redis) -> JobOut:
     if job.kind != JobKind.ENSEMBLE:
-        return JobOut.of(job, _live_progress(job, client))
+        # A snapshot job's ensemble is looked up only for such a job: lists stay one query per page.
+        snapshots = job.spec.get("ensemble", {}).get("snapshots", 1) > 1
+        ensemble = ensembles.of_job(session, job.id) if snapshots else None
+        return JobOut.of(job, _live_progress(job, client), ensemble_id=ensemble.id if ensemble else None)
     members = [
         MemberOut(
             id=child.id,

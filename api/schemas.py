@@ -136,7 +136,9 @@ class JobOut(UtcModel):
     member: int = 0
     strategy: str | None = Field(None, description="how an ensemble job's members train")
     members: list[MemberOut] = Field(default_factory=list, description="an ensemble job's members")
-    ensemble_id: str | None = Field(None, description="the ensemble an ensemble job built")
+    ensemble_id: str | None = Field(
+        None, description="the ensemble an ensemble job built, or a snapshot job's (ensemble.snapshots)"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import torch
 from pydantic import BaseModel, TypeAdapter
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from torch.optim.lr_scheduler import CosineAnnealingLR, CosineAnnealingWarmRestarts, LambdaLR, LRScheduler
 
 from models.spec import OptimizerSpec, ScheduleSpec
 
@@ -29,6 +29,9 @@ SCHEDULE_FORMULAS = {
     "step": "lr = lr0 * gamma**floor(t/step_size)",
     "exponential": "lr = lr0 * exp(-k*t)",
     "inverse_time": "lr = lr0 / (1 + k*t)",
+    "cosine": "lr = eta_min + (lr0 - eta_min) * (1 + cos(pi*t/t_max)) / 2",
+    "cosine_restarts": "lr = eta_min + (lr0 - eta_min) * (1 + cos(pi*t_cur/t_i)) / 2; t_cur counts from 0 "
+    "in each cycle, t_i = t_0 * t_mult**cycle",
 }
 
 
@@ -136,16 +139,34 @@ def apply_momentum_ramp(
 
 
 def build_schedule(
-    schedule_spec: BaseModel | dict, optimizer: torch.optim.Optimizer, steps_per_epoch: int
-) -> LRScheduler:
-    """A LambdaLR to step once per optimizer step; lr = base_lr * lr_factor(spec, step, steps_per_epoch).
+    schedule_spec: BaseModel | dict,
+    optimizer: torch.optim.Optimizer,
+    steps_per_epoch: int,
+    epochs: int | None = None,
+) -> LRScheduler | PerUnitSchedule:
+    """The schedule to step once per optimizer step; `epochs` is the run's length (cosine's default t_max).
 
+    The closed-form schedules are a LambdaLR, lr = base_lr * lr_factor(spec, step, steps_per_epoch); the
+    cosine ones are torch's own schedulers, stepped once per unit (PerUnitSchedule).
     To resume, build the optimizer and this schedule first, then load both state dicts:
     constructing the schedule writes the step-0 lr into the optimizer.
     """
     spec = _SCHEDULE_SPEC.validate_python(schedule_spec)
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+    steps_per_unit = steps_per_epoch if getattr(spec, "unit", "step") == "epoch" else 1
+    match spec.type:
+        case "cosine":
+            if spec.t_max is None and epochs is None:
+                raise ValueError("a cosine schedule without t_max needs the run's epochs")
+            t_max = spec.t_max or epochs * steps_per_epoch // steps_per_unit
+            decay = CosineAnnealingLR(optimizer, T_max=t_max, eta_min=spec.eta_min)
+            return PerUnitSchedule(optimizer, decay, steps_per_unit, spec.warmup_steps)
+        case "cosine_restarts":
+            decay = CosineAnnealingWarmRestarts(
+                optimizer, T_0=spec.t_0, T_mult=spec.t_mult, eta_min=spec.eta_min
+            )
+            return PerUnitSchedule(optimizer, decay, steps_per_unit, spec.warmup_steps)
 
     # A plain closure, not a callable object: LambdaLR then stores None for it, which keeps
     # state_dict() JSON-serialisable; the closure is rebuilt from the spec when resuming.
@@ -153,6 +174,46 @@ def build_schedule(
         return _factor(spec, step, steps_per_epoch)
 
     return LambdaLR(optimizer, factor)
+
+
+class PerUnitSchedule:
+    """A torch scheduler stepped once per unit (every step, or every epoch's last step), times the warmup.
+
+    Stepped once per optimizer step, like the LambdaLR schedules. Written here because torch composes
+    schedulers only by chaining their recursive forms (ChainedScheduler), which multiplies factors
+    exactly for none but the simplest: warmup times a cosine with eta_min > 0 drifts from its closed
+    form. So the inner scheduler steps on its own lr, and the warmup multiplies what it set.
+    """
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, decay: LRScheduler, steps_per_unit: int, warmup_steps: int
+    ):
+        self.optimizer, self.decay = optimizer, decay
+        self.steps_per_unit, self.warmup_steps = steps_per_unit, warmup_steps
+        self.step_count = 0  # optimizer steps taken
+        self._set_lr(_warmup(0, warmup_steps))
+
+    def step(self) -> None:
+        self.step_count += 1
+        if self.step_count % self.steps_per_unit == 0:
+            self._set_lr(1.0)  # the inner scheduler's cosine form reads its own lr, without warmup
+            self.decay.step()
+        self._set_lr(_warmup(self.step_count, self.warmup_steps))
+
+    def _set_lr(self, warmup: float) -> None:
+        for group, lr in zip(self.optimizer.param_groups, self.decay.get_last_lr(), strict=True):
+            group["lr"] = lr * warmup
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"step_count": self.step_count, "decay": self.decay.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = state["step_count"]
+        self.decay.load_state_dict(state["decay"])
+        self._set_lr(_warmup(self.step_count, self.warmup_steps))
 
 
 def lr_factor(schedule_spec: BaseModel | dict, step: int, steps_per_epoch: int) -> float:
@@ -173,6 +234,10 @@ def _factor(spec: BaseModel, step: int, steps_per_epoch: int) -> float:
         case "inverse_time":
             decay = 1.0 / (1.0 + spec.k * t)
         case _:
-            raise ValueError(f"unknown schedule {spec.type!r}")
-    warmup = min(1.0, (step + 1) / spec.warmup_steps) if spec.warmup_steps else 1.0
-    return decay * warmup
+            raise ValueError(f"no closed-form factor for schedule {spec.type!r}")
+    return decay * _warmup(step, spec.warmup_steps)
+
+
+def _warmup(step: int, warmup_steps: int) -> float:
+    """Linear warmup: optimizer step number `step` (from 0) takes (step + 1) / warmup_steps of the lr."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "none"]
 DropoutMode = Literal["inverted", "vanilla"]
@@ -291,8 +301,40 @@ class InverseTimeSchedule(Strict):
     warmup_steps: int = Field(0, ge=0)
 
 
+class CosineSchedule(Strict):
+    """One half-cosine from the lr down to eta_min (torch.optim.lr_scheduler.CosineAnnealingLR)."""
+
+    type: Literal["cosine"]
+    t_max: int | None = Field(
+        None,
+        ge=1,
+        description="units from the lr down to eta_min (torch's T_max); past them the cosine rises "
+        "again; default: the whole training (epochs, or epochs times steps per epoch)",
+    )
+    eta_min: float = Field(0.0, ge=0.0, description="the lowest lr, reached after t_max units")
+    unit: Unit = "epoch"
+    warmup_steps: int = Field(0, ge=0)
+
+
+class CosineRestartsSchedule(Strict):
+    """SGDR (Loshchilov & Hutter 2017): cosine cycles that restart at the lr, each t_mult times longer
+    than the one before (torch.optim.lr_scheduler.CosineAnnealingWarmRestarts)."""
+
+    type: Literal["cosine_restarts"]
+    t_0: int = Field(ge=1, description="units in the first cycle (torch's T_0)")
+    t_mult: int = Field(1, ge=1, le=10, description="each cycle is t_mult times the one before")
+    eta_min: float = Field(0.0, ge=0.0, description="the lr at the end of each cycle")
+    unit: Unit = "epoch"
+    warmup_steps: int = Field(0, ge=0)
+
+
 ScheduleSpec = Annotated[
-    ConstantSchedule | StepSchedule | ExponentialSchedule | InverseTimeSchedule,
+    ConstantSchedule
+    | StepSchedule
+    | ExponentialSchedule
+    | InverseTimeSchedule
+    | CosineSchedule
+    | CosineRestartsSchedule,
     Field(discriminator="type"),
 ]
 
@@ -380,6 +422,14 @@ class EnsembleSpec(Strict):
     averaging_start_epoch: int | None = Field(
         None, ge=0, description="first epoch averaged; default: half the epochs for polyak, 0 for ema"
     )
+    snapshots: int = Field(
+        1,
+        ge=1,
+        le=MAX_MEMBERS,
+        description="snapshot ensemble (Huang et al. 2017): train one run through this many cosine cycles "
+        "(lr_schedule cosine_restarts with t_0 = epochs / snapshots) and keep the weights at the end of "
+        "each as the members of one ensemble (method mean_probs); epochs must be a multiple",
+    )
 
     def member_seed(self, base_seed: int, member: int) -> int:
         return base_seed + member
@@ -439,6 +489,50 @@ class JobSpec(Strict):
             )
         return ensemble
 
+    @field_validator("lr_schedule")
+    @classmethod
+    def _eta_min_below_lr(cls, schedule: ScheduleSpec, info: ValidationInfo):
+        optimizer = info.data.get("optimizer")  # validated before lr_schedule
+        eta_min = getattr(schedule, "eta_min", None)
+        if optimizer is not None and eta_min is not None and eta_min >= optimizer.lr:
+            raise ValueError(f"eta_min {eta_min} is not below the optimizer's lr {optimizer.lr}")
+        return schedule
+
+    @model_validator(mode="after")
+    def _snapshot_cycles(self) -> JobSpec:
+        """With ensemble.snapshots, the schedule is the cycles' (filled in when lr_schedule is not given)."""
+        snapshots, epochs = self.ensemble.snapshots, self.training.epochs
+        if snapshots == 1:
+            return self
+        if self.ensemble.members > 1:
+            _refuse(("ensemble", "snapshots"), "snapshots take one member: give members 1", snapshots)
+        if self.training.early_stopping is not None:
+            # A run stopped early would never reach the later cycles' ends, whose weights are the members.
+            message = "snapshots train every cycle to its end: drop training.early_stopping"
+            _refuse(("ensemble", "snapshots"), message, snapshots)
+        if epochs % snapshots:
+            _refuse(("ensemble", "snapshots"), f"epochs ({epochs}) is not a multiple of snapshots", snapshots)
+        cycles = CosineRestartsSchedule(type="cosine_restarts", t_0=epochs // snapshots)
+        if "lr_schedule" not in self.model_fields_set:
+            self.lr_schedule = cycles
+            return self
+        schedule = self.lr_schedule
+        cycle = (schedule.t_0, schedule.t_mult, schedule.unit) if schedule.type == cycles.type else None
+        if cycle != (cycles.t_0, cycles.t_mult, cycles.unit):
+            _refuse(
+                ("lr_schedule",),
+                f"snapshots {snapshots} over {epochs} epochs train with cosine_restarts, t_0 {cycles.t_0}, "
+                "t_mult 1, unit epoch: leave lr_schedule out, or give that (eta_min and warmup_steps as "
+                "you like)",
+                schedule.model_dump(),
+            )
+        return self
+
+    def snapshot_epochs(self) -> list[int]:
+        """The epochs whose weights are a snapshot ensemble's members: the cycles' ends; none without."""
+        snapshots, epochs = self.ensemble.snapshots, self.training.epochs
+        return [] if snapshots == 1 else list(range(epochs // snapshots, epochs + 1, epochs // snapshots))
+
     @field_validator("name")
     @classmethod
     def _printable(cls, name: str | None) -> str | None:
@@ -466,6 +560,13 @@ class JobSpec(Strict):
                 "notify_url": None,  # the ensemble job notifies, once, for all its members
             }
         )
+
+
+def _refuse(loc: tuple, message: str, value: object) -> None:
+    """A refusal at `loc` inside the spec, from a check across its blocks (a model validator's errors
+    would otherwise sit at the spec's root)."""
+    error = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+    raise ValidationError.from_exception_data("JobSpec", [error])
 
 
 Momentum.model_rebuild()

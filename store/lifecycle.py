@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -130,10 +131,12 @@ def latest_checkpoint(session: Session, job_id: str, member: int = 0) -> Checkpo
     )
 
 
-def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
-    """Forget all but the newest `keep` checkpoints; answers the files to delete."""
+def prune_checkpoints(
+    session: Session, job_id: str, keep: int, kept_epochs: Collection[int] = ()
+) -> list[str]:
+    """Forget all but the newest `keep` checkpoints and those of `kept_epochs`; answers the files."""
     newest_first = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch.desc())
-    stale = list(session.scalars(newest_first.offset(keep)))
+    stale = [c for c in session.scalars(newest_first.offset(keep)) if c.epoch not in kept_epochs]
     for checkpoint in stale:
         session.delete(checkpoint)
     return [checkpoint.path for checkpoint in stale]

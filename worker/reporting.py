@@ -8,6 +8,7 @@ from pathlib import Path
 
 import redis
 
+from models.spec import JobSpec
 from store import lifecycle, streams
 from store.artifacts import TrainingState, job_dir, save_checkpoint
 from store.db import session_scope
@@ -27,6 +28,8 @@ class JobReporter:
         self.settings = settings
         self.last_heartbeat = time.monotonic()
         self.dropped_points = 0
+        # A snapshot ensemble's members: checkpoints that pruning keeps, however old.
+        self.snapshot_epochs = JobSpec.model_validate(claim.spec).snapshot_epochs()
 
     def announce(self, status: JobStatus) -> None:
         """Tell the job's followers that this attempt has started (the end is announced by end_attempt)."""
@@ -76,7 +79,9 @@ class JobReporter:
                 session, self.claim, progress=progress, metrics=job_metrics, checkpoint=checkpoint
             )
             stale = (
-                lifecycle.prune_checkpoints(session, self.claim.job_id, self.settings.keep_checkpoints)
+                lifecycle.prune_checkpoints(
+                    session, self.claim.job_id, self.settings.keep_checkpoints, self.snapshot_epochs
+                )
                 if owned
                 else []
             )

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from sqlalchemy.orm import Session
 
 from models.datasets import Splits, load_splits
 from models.spec import JobSpec
-from store import lifecycle, streams
+from store import ensembles, lifecycle, streams
 from store.artifacts import TrainingState, job_dir, load_checkpoint, save_weights
 from store.db import session_scope
 from store.lifecycle import Claim, Outcome
@@ -22,6 +23,7 @@ from store.settings import Settings, get_settings
 from store.states import JobStatus, StopReason
 from store.tables import Job, Run
 from worker.engine import pick_device
+from worker.ensemble_build import build_ensemble
 from worker.reporter import Diverged, Stopped
 from worker.reporting import JobReporter, announce_status
 from worker.training import TrainResult, train
@@ -157,6 +159,9 @@ def end_attempt(claim: Claim, client: redis.Redis, outcome: Outcome | StopReason
             outcome = replace(outcome, metrics=outcome.metrics | {"curve_lost": True})
     with session_scope() as session:
         finished = lifecycle.finish(session, claim, outcome, curve=curve)
+        snapshot_ensemble = finished and create_snapshot_ensemble(session, claim, outcome)
+    if snapshot_ensemble:
+        build_ensemble(claim.job_id)  # here and now, as an ensemble job builds its own
     try:
         if finished:
             progress = streams.read_progress(client, claim.job_id)
@@ -167,6 +172,27 @@ def end_attempt(claim: Claim, client: redis.Redis, outcome: Outcome | StopReason
         log.warning("job %s: Redis away after the job ended: %s", claim.job_id, exc)
     log.info("job %s: %s", claim.job_id, outcome.status if finished else "lost before it could finish")
     return outcome.status if finished else None
+
+
+def create_snapshot_ensemble(session: Session, claim: Claim, outcome: Outcome) -> bool:
+    """For a succeeded job with ensemble.snapshots: its ensemble (the job's id, like an ensemble job's) of
+    the run's checkpoints at the cycles' ends, to be built; answers whether there is one."""
+    epochs = JobSpec.model_validate(claim.spec).snapshot_epochs()
+    if outcome.status != JobStatus.SUCCEEDED or not epochs:
+        return False
+    [run] = outcome.runs
+    session.flush()  # the run's id
+    job = session.get(Job, claim.job_id)
+    ensembles.create_ensemble(
+        session,
+        ensemble_id=job.id,
+        name=f"{job.name[:100]}: {len(epochs)} snapshots",
+        method="mean_probs",
+        refs=[ensembles.member_ref(run.id, epoch=epoch) for epoch in epochs],
+        job_id=job.id,
+        tenant=job.tenant,
+    )
+    return True
 
 
 def read_final_curve(claim: Claim, client: redis.Redis) -> list[dict[str, Any]] | None:

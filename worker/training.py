@@ -205,7 +205,7 @@ def train_trainee(
     x_train, y_train = trainee.to_device(splits.train[0]), splits.train[1].to(device)
     x_val, y_val = trainee.to_device(splits.val[0]), splits.val[1].to(device)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-    schedule = build_schedule(spec.lr_schedule, optimizer, steps_per_epoch)
+    schedule = build_schedule(spec.lr_schedule, optimizer, steps_per_epoch, epochs=cfg.epochs)
     log = Bookkeeper(
         reporters,
         resumes,

@@ -29,7 +29,7 @@ BAD_SPECS = [
         lenet_spec(optimizer={"type": "momentum", "momentum": 1.0}),
         ["body", "optimizer", "momentum", "momentum"],
     ),
-    ("unknown schedule", lenet_spec(lr_schedule={"type": "cosine"}), ["body", "lr_schedule"]),
+    ("unknown schedule", lenet_spec(lr_schedule={"type": "cyclic"}), ["body", "lr_schedule"]),
     (
         "negative decay",
         lenet_spec(lr_schedule={"type": "exponential", "k": -0.1}),
@@ -173,7 +173,14 @@ def test_catalog_lists_every_choice(in_process_api):
         "rmsprop",
         "adam",
     ]
-    assert {s["type"] for s in catalog["schedules"]} == {"constant", "step", "exponential", "inverse_time"}
+    assert {s["type"] for s in catalog["schedules"]} == {
+        "constant",
+        "step",
+        "exponential",
+        "inverse_time",
+        "cosine",
+        "cosine_restarts",
+    }
     assert {d["type"] for d in catalog["datasets"]} >= {"digits", "synthetic"}
     assert catalog["dropout_modes"] == ["inverted", "vanilla"]
 
