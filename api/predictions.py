@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Annotated
 
 import numpy as np
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, Query, Request, status
 
 from api.body_limit import read_body
 from api.field_errors import invalid
 from api.schemas import PredictionOut
+from models.augment import Tta
 from models.ensemble import EnsemblePredictor
 from store.settings import Settings
 
+# The `tta` query parameter of both predict routes; another value is a 422 at ["query", "tta"].
+TtaQuery = Annotated[
+    Tta | None,
+    Query(description="test-time augmentation: flip averages each image's probabilities with its mirror's"),
+]
 NPY_TYPES = ("application/x-npy", "application/octet-stream")
 PREDICT_BODY = {
     "requestBody": {
@@ -76,11 +83,12 @@ def parse_inputs(body: bytes, content_type: str) -> np.ndarray:
     return inputs
 
 
-def predict(predictor: EnsemblePredictor, inputs: np.ndarray) -> PredictionOut:
-    """Preprocessed as in training (a channel count the network does not take is a 422), then predicted."""
+def predict(predictor: EnsemblePredictor, inputs: np.ndarray, tta: Tta | None = None) -> PredictionOut:
+    """Preprocessed as in training (a channel count the network does not take is a 422), then predicted,
+    averaged over each image and its mirror with `tta` "flip"."""
     try:
         x = predictor.preprocess(inputs)
     except ValueError as exc:
         raise invalid(("body", "inputs"), str(exc)) from exc
-    probs = predictor.predict_proba(x)
+    probs = predictor.predict_proba(x, tta=tta)
     return PredictionOut(probs=probs.tolist(), labels=probs.argmax(1).tolist())

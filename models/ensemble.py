@@ -19,6 +19,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 from torch.utils.flop_counter import FlopCounterMode
 
+from models.augment import Tta, mean_over_flip
 from models.cnn import ACTIVATIONS, build_model
 from models.datasets import preprocess
 from models.dropout import Dropout
@@ -390,8 +391,13 @@ class EnsemblePredictor:
         return ensemble_log_probs(self.stack.logits(x, path), self.method)
 
     @torch.inference_mode()
-    def predict_proba(self, x: torch.Tensor, path: ExecutionPath = "auto") -> torch.Tensor:
-        """Probabilities (N, classes) of a preprocessed batch (N, C, H, W)."""
+    def predict_proba(
+        self, x: torch.Tensor, path: ExecutionPath = "auto", tta: Tta | None = None
+    ) -> torch.Tensor:
+        """Probabilities (N, classes) of a preprocessed batch (N, C, H, W); `tta` "flip": the mean of x's
+        and of x mirrored's, as evaluation with training.augment.eval_flip computes them."""
+        if tta == "flip":
+            return mean_over_flip(lambda images: self.predict_log_proba(images, path).exp(), x)
         return self.predict_log_proba(x, path).exp()
 
     @property

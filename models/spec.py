@@ -362,6 +362,28 @@ class EarlyStopping(Strict):
     )
 
 
+MAX_TRANSLATE = 8
+
+
+class AugmentSpec(Strict):
+    """Random changes to each training batch, made on the training device; evaluation sees the images as
+    they are, unless `eval_flip` asks it to average over each image and its mirror."""
+
+    flip: bool = Field(False, description="mirror each training image left to right with probability 1/2")
+    translate: int = Field(
+        0,
+        ge=0,
+        le=MAX_TRANSLATE,
+        description="shift each training image by up to this many pixels in each direction (pad with the "
+        "edge pixels, then crop); 0: no shift",
+    )
+    eval_flip: bool = Field(
+        False,
+        description="validation and test metrics average the probabilities of each image and its mirror "
+        "(test-time flip averaging); predictions ask for it with ?tta=flip",
+    )
+
+
 class TrainingSpec(Strict):
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(64, ge=1, le=8192)
@@ -378,6 +400,9 @@ class TrainingSpec(Strict):
     )
     early_stopping: EarlyStopping | None = Field(
         None, description="stop before `epochs` once the validation metric stops improving; null: never"
+    )
+    augment: AugmentSpec | None = Field(
+        None, description="random flips and shifts of the training batches; null: none"
     )
     keep: Literal["best", "last"] | None = Field(
         None,

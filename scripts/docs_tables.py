@@ -166,6 +166,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "regularization": block("regularization"),
     "training": block("training"),
     "early-stopping": lambda: fields_table(catalog()["training"]["early_stopping"]["params"]),
+    "augment": lambda: fields_table(catalog()["training"]["augment"]["params"]),
     "ensemble": block("ensemble"),
     "settings": settings,
 }

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.augment import mean_over_flip
 from models.spec import TrainingSpec
 from store.artifacts import TrainingState
 from store.states import StopReason
@@ -19,17 +20,25 @@ from worker.reporter import DIVERGENCE_FACTOR, Diverged, Reporter, Stopped
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, *, eval_flip: bool = False
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a split, one host sync at the end."""
+    """Mean cross-entropy and accuracy over a split, one host sync at the end.
+
+    `eval_flip` (training.augment.eval_flip): of the mean probabilities of each image and its mirror, as
+    predictions with ?tta=flip answer; the loss is the cross-entropy of those mean probabilities.
+    """
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
+        xb = x[start : start + batch_size]
+        if eval_flip:
+            log_probs = mean_over_flip(lambda images: model(images).float().softmax(1), xb).log()
+        else:
+            log_probs = model(xb).float().log_softmax(1)
         target = y[start : start + batch_size]
-        loss_sum += F.cross_entropy(logits.float(), target, reduction="sum")
-        correct += (logits.argmax(1) == target).sum()
+        loss_sum += F.nll_loss(log_probs, target, reduction="sum")
+        correct += (log_probs.argmax(1) == target).sum()
     return loss_sum.item() / len(x), correct.item() / len(x)
 
 
@@ -58,6 +67,7 @@ class Bookkeeper:
         self.reporters = reporters
         self.members = members
         self.epochs = training.epochs
+        self.eval_flip = training.augment is not None and training.augment.eval_flip
         self.total_steps = training.epochs * steps_per_epoch
         self.attempt = attempt
         self.window = torch.zeros(report_every, len(reporters), device=device)  # step x member
@@ -135,7 +145,7 @@ class Bookkeeper:
     ) -> None:
         """Evaluates member i's `models[i]`, tells its KeptEpoch, and hands reporters[i] its metrics and
         TrainingState."""
-        evaluations = [evaluate(model, *val) for model in models]
+        evaluations = [evaluate(model, *val, eval_flip=self.eval_flip) for model in models]
         progress = self.progress(epoch + 1.0)
         rng = torch.get_rng_state()
         reasons = []

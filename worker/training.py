@@ -19,10 +19,11 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
+from models.augment import augment_batch, batch_generator
 from models.cnn import build_model
 from models.datasets import Splits
 from models.optim import apply_momentum_ramp, build_optimizer, build_schedule
-from models.spec import JobSpec
+from models.spec import JobSpec, TrainingSpec
 from store.artifacts import TrainingState
 from store.states import StopReason
 from worker.averaging import ParameterAverage, averaging_start_epoch, averaging_update, split_averages
@@ -48,6 +49,22 @@ def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
     return torch.randperm(n, generator=generator).to(device)
 
 
+def augmented(
+    x: torch.Tensor, idx: torch.Tensor, seeds: list[int], cfg: TrainingSpec, epoch: int, step: int
+) -> torch.Tensor:
+    """The members' batches x[idx] (member x sample x C x H x W), each member's augmented with draws of its
+    own, from (its seed, epoch, step) alone: a resumed attempt draws what an uninterrupted run draws."""
+    batches = x[idx]
+    if cfg.augment is None or not (cfg.augment.flip or cfg.augment.translate):
+        return batches
+    return torch.stack(
+        [
+            augment_batch(member_batch, cfg.augment, batch_generator(seed, epoch, step))
+            for member_batch, seed in zip(batches, seeds, strict=True)  # members, not samples
+        ]
+    )
+
+
 def final_metrics(
     model: nn.Module,
     averaged: nn.Module | None,
@@ -55,6 +72,7 @@ def final_metrics(
     batch_size: int,
     x_test: torch.Tensor,
     y_test: torch.Tensor,
+    eval_flip: bool = False,
 ) -> dict[str, float]:
     """The test split's loss and accuracy, and those of the averaged weights when there are any.
 
@@ -62,12 +80,12 @@ def final_metrics(
     not fit the averaged weights: update_bn measures them again in one pass over the training data, in
     training batches (it does nothing without batch norm).
     """
-    test_loss, test_acc = evaluate(model, x_test, y_test)
+    test_loss, test_acc = evaluate(model, x_test, y_test, eval_flip=eval_flip)
     metrics = {"test_loss": test_loss, "test_acc": test_acc}
     if averaged is not None:
         batches = (x_train[start : start + batch_size] for start in range(0, len(x_train), batch_size))
         update_bn(batches, averaged)
-        averaged_loss, averaged_acc = evaluate(averaged, x_test, y_test)
+        averaged_loss, averaged_acc = evaluate(averaged, x_test, y_test, eval_flip=eval_flip)
         metrics |= {"averaged_test_loss": averaged_loss, "averaged_test_acc": averaged_acc}
     return metrics
 
@@ -105,8 +123,8 @@ class Trainee(Protocol):
     def train_mode(self) -> None:
         """Put the networks the steps run in training mode (evaluation left them in eval mode)."""
 
-    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Each member's mean loss on its batch x[idx[k]], y[idx[k]], their gradients accumulated."""
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each member's mean loss on its batch x[k], y[k] (member x sample ...), gradients accumulated."""
 
     def current_models(self) -> list[nn.Module]:
         """Each member's network with its current weights, in the ordinary module form."""
@@ -156,9 +174,9 @@ class OneModel:
     def train_mode(self) -> None:
         self.model.train()
 
-    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        (batch,) = idx
-        return self.engine.forward_backward(x[batch], y[batch]).reshape(1)
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        (x_batch,), (y_batch,) = x, y
+        return self.engine.forward_backward(self.engine.to_device(x_batch), y_batch).reshape(1)
 
     def current_models(self) -> list[nn.Module]:
         return [self.model]
@@ -241,7 +259,8 @@ def train_trainee(
             apply_momentum_ramp(optimizer, spec.optimizer, epoch + batch / steps_per_epoch)
             idx = orders[:, batch * cfg.batch_size : (batch + 1) * cfg.batch_size]  # member x sample
             optimizer.zero_grad(set_to_none=True)
-            losses = trainee.forward_backward(x_train, y_train, idx)
+            x_batch = augmented(x_train, idx, trainee.seeds, cfg, epoch, batch)
+            losses = trainee.forward_backward(x_batch, y_train[idx])
             optimizer.step()
             schedule.step()
             if average is not None and epoch >= averaging_from:
@@ -276,7 +295,7 @@ def train_trainee(
             kept.kept_metrics
             | {"best_val_acc": best_val_acc}  # of any epoch, the kept one's or not
             | kept.summary()
-            | final_metrics(model, averaged_model, x_train, cfg.batch_size, x_test, y_test)
+            | final_metrics(model, averaged_model, x_train, cfg.batch_size, x_test, y_test, log.eval_flip)
         )
         results.append(
             TrainResult(

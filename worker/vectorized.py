@@ -187,8 +187,8 @@ class StackedMembers:
     def train_mode(self) -> None:
         pass  # the steps run the vmapped architecture, always in training mode; self.models only evaluate
 
-    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        losses = self.member_losses(self.params, self.buffers, x[idx], y[idx])
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        losses = self.member_losses(self.params, self.buffers, x, y)
         # Members share no parameters: the sum's gradient in member k's slice is member k's own gradient.
         losses.sum().backward()
         return losses

@@ -18,9 +18,10 @@ from api.deps import ResourcesDep, SessionDep, TenantDep
 from api.idempotency import IdempotencyKeyHeader
 from api.limits import page_size
 from api.pages import CursorQuery, bad_cursor_as_422
-from api.predictions import PREDICT_BODY
+from api.predictions import PREDICT_BODY, TtaQuery
 from api.resources import ApiResources
 from api.schemas import EnsembleIn, EnsembleOut, EnsemblePage, PredictionOut
+from models.augment import Tta
 from models.ensemble import EnsemblePredictor, Member
 from models.spec import SpecError
 from store import deletion, ensembles, pages
@@ -89,15 +90,17 @@ def download_weights(ensemble_id: str, session: SessionDep, tenant: TenantDep) -
 
 @router.post("/{ensemble_id}/predict", response_model=PredictionOut, openapi_extra=PREDICT_BODY)
 async def predict(
-    ensemble_id: str, request: Request, resources: ResourcesDep, tenant: TenantDep
+    ensemble_id: str, request: Request, resources: ResourcesDep, tenant: TenantDep, tta: TtaQuery = None
 ) -> PredictionOut:
     """Probabilities and labels of the ensemble for raw inputs, preprocessed as in training."""
     inputs = await predictions.read_inputs(request, resources.settings)
     # Loading members and running the networks block: off the event loop.
-    return await run_in_threadpool(_predict, resources, ensemble_id, inputs, tenant)
+    return await run_in_threadpool(_predict, resources, ensemble_id, inputs, tenant, tta)
 
 
-def _predict(resources: ApiResources, ensemble_id: str, inputs: np.ndarray, tenant: str) -> PredictionOut:
+def _predict(
+    resources: ApiResources, ensemble_id: str, inputs: np.ndarray, tenant: str, tta: Tta | None
+) -> PredictionOut:
     with resources.sessions() as session:
         ensemble = _ensemble_or_404(session, ensemble_id, tenant)
         if ensemble.status == EnsembleStatus.FAILED:
@@ -108,7 +111,7 @@ def _predict(resources: ApiResources, ensemble_id: str, inputs: np.ndarray, tena
             predictor = resources.predictors.get(ensemble.id, lambda: _load_predictor(session, ensemble))
         except SpecError as exc:  # a member's run deleted while this ensemble was being created
             raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id}: {exc.message}") from exc
-    return predictions.predict(predictor, inputs)
+    return predictions.predict(predictor, inputs, tta)
 
 
 def _load_predictor(session: Session, ensemble: Ensemble) -> EnsemblePredictor:

@@ -17,10 +17,11 @@ from api.auth import current_tenant
 from api.deps import ResourcesDep, SessionDep, TenantDep
 from api.limits import page_size
 from api.pages import CursorQuery, TagsQuery, bad_cursor_as_422
-from api.predictions import PREDICT_BODY
+from api.predictions import PREDICT_BODY, TtaQuery
 from api.predictors import run_key
 from api.resources import ApiResources
 from api.schemas import PredictionOut, RunOut, RunPage
+from models.augment import Tta
 from models.datasets import DATASETS
 from models.ensemble import EnsemblePredictor, Member
 from models.export import onnx_bytes
@@ -104,15 +105,16 @@ async def predict(
     resources: ResourcesDep,
     tenant: TenantDep,
     averaged: bool = Query(False, description="the run's Polyak/EMA weights (param_averaging) instead"),
+    tta: TtaQuery = None,
 ) -> PredictionOut:
     """Probabilities and labels of the run's network for raw inputs, preprocessed as in training."""
     inputs = await predictions.read_inputs(request, resources.settings)
     # Loading the weights and running the network block: off the event loop.
-    return await run_in_threadpool(_predict, resources, run_id, averaged, inputs, tenant)
+    return await run_in_threadpool(_predict, resources, run_id, averaged, inputs, tenant, tta)
 
 
 def _predict(
-    resources: ApiResources, run_id: str, averaged: bool, inputs: np.ndarray, tenant: str
+    resources: ApiResources, run_id: str, averaged: bool, inputs: np.ndarray, tenant: str, tta: Tta | None
 ) -> PredictionOut:
     with resources.sessions() as session:
         member = _member_loader(session, run_id, averaged, tenant)
@@ -120,7 +122,7 @@ def _predict(
         predictor = resources.predictors.get(
             run_key(run_id, averaged), lambda: EnsemblePredictor([member()], "mean_logits")
         )
-    return predictions.predict(predictor, inputs)
+    return predictions.predict(predictor, inputs, tta)
 
 
 def _member_loader(session: Session, run_id: str, averaged: bool, tenant: str) -> Callable[[], Member]:

@@ -191,3 +191,21 @@ def test_dataset_without_its_files_is_refused(in_process_api):
     [error] = response.json()["detail"]
     assert error["loc"] == ["body", "dataset", "name"]
     assert "train-images-idx3-ubyte" in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("augment", "loc"),
+    [
+        ({"translate": 9}, ["translate"]),
+        ({"translate": -1}, ["translate"]),
+        ({"translate": 1.5}, ["translate"]),
+        ({"flip": "sometimes"}, ["flip"]),
+        ({"eval_flip": 3}, ["eval_flip"]),
+        ({"rotate": 10}, ["rotate"]),
+    ],
+)
+def test_bad_augmentation_is_422_at_its_field_with_nothing_queued(in_process_api, augment, loc):
+    response = in_process_api.http.post("/v1/jobs", json=lenet_spec(training=training(augment=augment)))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "training", "augment", *loc]
+    assert in_process_api.queued_messages() == 0
