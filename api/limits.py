@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from api.deps import SettingsDep
 from api.field_errors import field_error
 from models.cnn import ModelSummary
+from models.datasets import data_bytes
 from models.spec import JobSpec
 from store import egress, jobs
 from store.settings import Settings
@@ -73,6 +74,19 @@ def job_limit_errors(spec: JobSpec, summary: ModelSummary, settings: Settings) -
         ),
     ]
     return [_over(*check) for check in checks if check[1] > check[2]]
+
+
+def dataset_memory_errors(spec: JobSpec, settings: Settings) -> list[dict[str, Any]]:
+    """A dataset whose images would not fit a training process's memory (max_dataset_bytes), as a 422.
+
+    The bytes are those the worker holds (models.datasets.data_bytes), counted from the specs and the
+    known dataset sizes: nothing is loaded, so a million-image job is refused as fast as a small one.
+    """
+    needed = data_bytes(spec.dataset, spec.model, settings.data_dir)
+    if needed <= settings.max_dataset_bytes:
+        return []
+    what = "the memory its images take in a training process, in bytes,"
+    return [_over(("dataset",), needed, settings.max_dataset_bytes, "max_dataset_bytes", what)]
 
 
 def notify_url_errors(spec: JobSpec, settings: Settings) -> list[dict[str, Any]]:

@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session
 from api.field_errors import spec_errors_as_422
 from api.idempotency import Idempotent, commit_or_replay
 from api.job_view import present_job
-from api.limits import ensemble_limit_errors, job_limit_errors, notify_url_errors, refuse_over_active_jobs
+from api.limits import (
+    dataset_memory_errors,
+    ensemble_limit_errors,
+    job_limit_errors,
+    notify_url_errors,
+    refuse_over_active_jobs,
+)
 from api.resources import ApiResources
 from api.schemas import EnsembleIn, EnsembleOut
 from models.cnn import inspect_model
@@ -78,7 +84,12 @@ def _create_job(session: Session, resources: ApiResources, tenant: str, spec: Jo
         # Built on the meta device: shapes and sizes are known before anything is stored or queued.
         summary = inspect_model(spec, settings.data_dir)
         ensure_available(spec.dataset, settings.data_dir)
-    if errors := job_limit_errors(spec, summary, settings) + notify_url_errors(spec, settings):
+        errors = (
+            job_limit_errors(spec, summary, settings)
+            + dataset_memory_errors(spec, settings)  # an upload's header is read: inside, for its 422
+            + notify_url_errors(spec, settings)
+        )
+    if errors:
         raise RequestValidationError(errors)
     refuse_over_active_jobs(session, tenant, spec, settings)
     job = jobs.create_job(session, spec, summary=asdict(summary), tenant=tenant)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -56,6 +57,16 @@ class Splits:
     native_shape: tuple[int, int, int]
 
 
+class RawSize(NamedTuple):
+    """How many samples a dataset has and the bytes of one pixel value as read: known without loading it."""
+
+    samples: int
+    itemsize: int
+
+
+FLOAT32_BYTES = 4
+
+
 class RawData(NamedTuple):
     """A whole dataset at native size and pixel scale; the last `official_test` samples are its test set."""
 
@@ -75,6 +86,7 @@ class DatasetEntry:
     native_shape: Callable[[BaseModel, Path | None], tuple[int, int, int]]
     num_classes: Callable[[BaseModel, Path | None], int]
     load_raw: Callable[[BaseModel, Path | None], RawData]
+    raw_size: Callable[[BaseModel, Path | None], RawSize]
     from_files: bool = False  # read from the data directory or a system folder, so it may be missing
 
 
@@ -116,8 +128,11 @@ def _synthetic_raw(
     # Per-sample contrast and strong pixel noise (twice the template's std) keep it from being
     # solved in one step: LeNet-5 needs a few epochs and stays short of 100% on held-out data.
     x *= rng.uniform(0.5, 1.5, size=(samples, 1, 1, 1)).astype(np.float32)
-    x += 2.0 * rng.standard_normal(x.shape, dtype=np.float32)
-    return _read_only(x.astype(np.float32), y.astype(np.int64))
+    noise = rng.standard_normal(x.shape, dtype=np.float32)
+    noise *= 2.0  # in place: one temporary of x's size, not two (bench/memory.py)
+    x += noise
+    del noise
+    return _read_only(x.astype(np.float32, copy=False), y.astype(np.int64))
 
 
 def _files_raw(name: str, data_dir: Path | None) -> RawData:
@@ -149,6 +164,11 @@ def _upload_path(spec: BaseModel, data_dir: Path | None) -> Path:
     return uploads.stored_path(_in_data_dir("an uploaded dataset", data_dir), spec.id)
 
 
+def _upload_size(header: tuple[tuple[int, ...], np.dtype]) -> RawSize:
+    shape, dtype = header
+    return RawSize(shape[0], dtype.itemsize)
+
+
 def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     """Mark cached arrays read-only so no caller can change them for the next one."""
     for a in arrays:
@@ -157,7 +177,7 @@ def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _from_files(
-    name: str, spec: type[BaseModel], description: str, shape: tuple[int, int, int]
+    name: str, spec: type[BaseModel], description: str, shape: tuple[int, int, int], samples: int
 ) -> DatasetEntry:
     """A 10-class dataset read from its published files: the data directory's, or its Debian package's."""
     package = image_files.SYSTEM_PACKAGES.get(name)
@@ -168,6 +188,7 @@ def _from_files(
         native_shape=lambda s, data_dir: shape,
         num_classes=lambda s, data_dir: 10,
         load_raw=lambda s, data_dir: _files_raw(s.name, data_dir),
+        raw_size=lambda s, data_dir: RawSize(samples, 1),  # the published sizes; read as uint8
         from_files=True,
     )
 
@@ -179,6 +200,7 @@ DATASETS: dict[str, DatasetEntry] = {
         native_shape=lambda s, data_dir: (1, 8, 8),
         num_classes=lambda s, data_dir: 10,
         load_raw=lambda s, data_dir: RawData(*_digits_raw()),
+        raw_size=lambda s, data_dir: RawSize(1797, FLOAT32_BYTES),
     ),
     "synthetic": DatasetEntry(
         spec=SyntheticDataset,
@@ -188,6 +210,7 @@ DATASETS: dict[str, DatasetEntry] = {
         load_raw=lambda s, data_dir: RawData(
             *_synthetic_raw(s.channels, s.size, s.classes, s.samples, s.seed)
         ),
+        raw_size=lambda s, data_dir: RawSize(s.samples, FLOAT32_BYTES),
     ),
     "mnist": _from_files(
         "mnist",
@@ -195,6 +218,7 @@ DATASETS: dict[str, DatasetEntry] = {
         "MNIST handwritten digits: 60000 train + 10000 test images, 28x28 grey, 10 classes; "
         "IDX files, raw or .gz, in MNIST/raw/ or mnist/",
         (1, 28, 28),
+        70_000,
     ),
     "fashion_mnist": _from_files(
         "fashion_mnist",
@@ -202,6 +226,7 @@ DATASETS: dict[str, DatasetEntry] = {
         "Fashion-MNIST clothing: 60000 train + 10000 test images, 28x28 grey, 10 classes; "
         "IDX files, raw or .gz, in FashionMNIST/raw/ or fashion_mnist/",
         (1, 28, 28),
+        70_000,
     ),
     "cifar10": _from_files(
         "cifar10",
@@ -209,6 +234,7 @@ DATASETS: dict[str, DatasetEntry] = {
         "CIFAR-10 objects: 50000 train + 10000 test images, 32x32 colour, 10 classes; "
         "the binary version's .bin files in cifar-10-batches-bin/ or cifar10/",
         (3, 32, 32),
+        60_000,
     ),
     # Its shape and classes are read from the stored file's header and labels: the API checked the id.
     "upload": DatasetEntry(
@@ -218,6 +244,7 @@ DATASETS: dict[str, DatasetEntry] = {
         native_shape=lambda s, data_dir: uploads.stored_info(_upload_path(s, data_dir))[0],
         num_classes=lambda s, data_dir: uploads.stored_info(_upload_path(s, data_dir))[1],
         load_raw=lambda s, data_dir: RawData(*uploads.read_stored(_upload_path(s, data_dir))),
+        raw_size=lambda s, data_dir: _upload_size(uploads.stored_x_header(_upload_path(s, data_dir))),
     ),
 }
 
@@ -281,24 +308,46 @@ def load_splits(
     raw = _load_raw(dataset, data_dir)
     train_idx, val_idx, test_idx = _split_indices(raw.y, dataset, raw.official_test)
 
-    x = resize(torch.tensor(raw.x, dtype=torch.float32), info.input_shape)
+    # Each split resized on its own: the whole set is never held at the input size beside its splits
+    # (data_bytes counts what is held, and the API refuses a job over max_dataset_bytes).
+    xs = [
+        resize(torch.from_numpy(raw.x[idx].astype(np.float32, copy=False)), info.input_shape)
+        for idx in (train_idx, val_idx, test_idx)
+    ]
     y = torch.tensor(raw.y)
-    train_x = x[train_idx]
-    mean = train_x.mean(dim=(0, 2, 3))
-    std = train_x.std(dim=(0, 2, 3), unbiased=False)
+    mean = xs[0].mean(dim=(0, 2, 3))
+    std = xs[0].std(dim=(0, 2, 3), unbiased=False)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel is only centred
-    x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))  # in place: x is this dataset's biggest copy
+    for x in xs:
+        x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))  # in place: the splits are the big copies
     mean, std = mean.tolist(), std.tolist()
     return Splits(
-        train=(x[train_idx], y[train_idx]),
-        val=(x[val_idx], y[val_idx]),
-        test=(x[test_idx], y[test_idx]),
+        train=(xs[0], y[train_idx]),
+        val=(xs[1], y[val_idx]),
+        test=(xs[2], y[test_idx]),
         mean=mean,
         std=std,
         num_classes=info.num_classes,
         input_shape=info.input_shape,
         native_shape=info.native_shape,
     )
+
+
+def data_bytes(
+    dataset_spec: BaseModel | dict, model_spec: ModelSpec | dict | None = None, data_dir: Path | None = None
+) -> int:
+    """Bytes of a job's images as a training process holds them, computed without loading them.
+
+    load_splits keeps the raw arrays at native size (cached per process: uint8 for files, float32
+    otherwise) and every split as float32 at the network's input size. Counted for all samples (an upper
+    bound where train_fraction or test_fraction leave some out); the transient copy of one split at native
+    size while it is resized is not counted. Python ints: a huge synthetic job cannot overflow.
+    """
+    dataset = _DATASET_SPEC.validate_python(dataset_spec)
+    info = dataset_info(dataset, model_spec, data_dir)
+    raw = DATASETS[dataset.name].raw_size(dataset, data_dir)
+    per_sample = math.prod(info.native_shape) * raw.itemsize + math.prod(info.input_shape) * FLOAT32_BYTES
+    return raw.samples * per_sample
 
 
 def resize(x: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:

@@ -228,13 +228,18 @@ def save_checked(upload: CheckedUpload, path: Path) -> None:
     partial.replace(path)
 
 
-@lru_cache(maxsize=16)  # uploads never change once stored
-def stored_info(path: Path) -> tuple[tuple[int, int, int], int]:
-    """(input shape C×H×W, number of classes) of a stored upload, without reading its images."""
+def stored_x_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape (N×C×H×W) and dtype of a stored upload's images, from the header alone."""
     if not path.is_file():
         raise SpecError(("dataset", "id"), f"no uploaded dataset {path.stem}")
     with zipfile.ZipFile(path) as archive, archive.open("x.npy") as member:
-        shape, _ = _read_header(member)
+        return _read_header(member)
+
+
+@lru_cache(maxsize=16)  # uploads never change once stored
+def stored_info(path: Path) -> tuple[tuple[int, int, int], int]:
+    """(input shape C×H×W, number of classes) of a stored upload, without reading its images."""
+    shape, _ = stored_x_header(path)
     with np.load(path, allow_pickle=False) as npz:
         num_classes = int(npz["y"].max()) + 1
     return tuple(shape[1:]), num_classes

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     max_flops: int = Field(
         50 * 10**9, ge=1, description="most FLOPs of one sample's forward pass, counted on the meta device"
     )
+    # 8 GiB: what one training process on a common 16-32 GiB worker can hold beside torch and the network;
+    # every built-in dataset fits at LeNet-5's 32 px (Fashion-MNIST: 0.34 GB), CIFAR-10 at image_size 224
+    # (36 GB) does not. Each training process holds its own copy: lower it with more processes per host.
+    max_dataset_bytes: int = Field(
+        8 * 2**30,
+        ge=2**20,
+        description="most bytes of a job's images as a training process holds them (else 422)",
+    )
     max_active_jobs: int = Field(
         20, ge=1, description="queued plus running trainings per tenant (else 429); a member counts as one"
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 
 import httpx
+import numpy as np
 import pytest
 
+from models.datasets import raw_arrays
 from tests.factories import lenet_spec, training
 from tests.in_process_api import InProcessApi
 from tests.live_stack import TEST_SETTINGS
@@ -25,6 +28,8 @@ LIMITS = {
     "TRAINYARD_MAX_BODY_BYTES": str(BODY_LIMIT),
     "TRAINYARD_MAX_PREDICT_BYTES": str(PREDICT_LIMIT),
     "TRAINYARD_MAX_PAGE_SIZE": "10",
+    # 16 MiB: digits at LeNet-5's 32 px (7.8 MB) fits, at 64 px (30 MB: raw float32 + 64x64 float32) not.
+    "TRAINYARD_MAX_DATASET_BYTES": str(16 * 2**20),
 }
 # lenet5 on digits: 61,706 parameters, 0.8 MFLOPs per sample. On 8x8 digits: 1.2 M parameters, 2.4 MFLOPs.
 WIDE_MLP = {
@@ -82,8 +87,9 @@ def assert_refused_at(response: httpx.Response, loc: list, setting: str | None =
             ["body", "model"],
             "max_flops",
         ),
+        ({"dataset": {"name": "digits", "image_size": 64}}, ["body", "dataset"], "max_dataset_bytes"),
     ],
-    ids=["epochs", "batch_size", "members", "params", "flops"],
+    ids=["epochs", "batch_size", "members", "params", "flops", "dataset_bytes"],
 )
 def test_a_job_over_a_limit_is_a_422_at_its_field_and_nothing_is_queued(limited, overrides, loc, setting):
     queued, jobs = limited.queued_messages(), job_count(limited.http)
@@ -98,6 +104,41 @@ def test_a_job_at_every_limit_is_accepted_even_with_more_members_than_active_job
     spec = lenet_spec(training=training(epochs=5, batch_size=128), ensemble={"members": 5})
     assert client.post("/v1/jobs", json=spec).status_code == 202
     assert client.post("/v1/jobs", json=lenet_spec()).status_code == 429
+
+
+def test_a_million_images_at_224_px_are_refused_by_default_naming_bytes_limit_and_setting(in_process_api):
+    queued, jobs = in_process_api.queued_messages(), job_count(in_process_api.http)
+    dataset = {"name": "synthetic", "channels": 3, "size": 224, "samples": 1_000_000}
+    response = in_process_api.http.post(
+        "/v1/jobs", json=lenet_spec(dataset=dataset, model={"arch": "alexnet"})
+    )
+    assert_refused_at(response, ["body", "dataset"], "max_dataset_bytes")
+    (error,) = [e for e in response.json()["detail"] if e["loc"] == ["body", "dataset"]]
+    # Raw float32 at 224 px plus float32 at AlexNet's 224 px input, for each of the million images.
+    assert "1,204,224,000,000" in error["msg"] and "8,589,934,592" in error["msg"]
+    assert (error["input"], error["ctx"]["le"]) == (1_204_224_000_000, 8 * 2**30)
+    assert (in_process_api.queued_messages(), job_count(in_process_api.http)) == (queued, jobs)
+    # 5,000 of them at LeNet-5's 32 px: 3.1 GB, within the default 8 GiB.
+    smaller = in_process_api.http.post("/v1/jobs", json=lenet_spec(dataset=dataset | {"samples": 5_000}))
+    assert smaller.status_code == 202, smaller.text
+
+
+def test_an_uploaded_dataset_is_measured_from_its_header_at_the_input_size_asked(limited):
+    x, y = raw_arrays({"name": "digits"})
+    archive = io.BytesIO()
+    np.savez(archive, x=x, y=y)
+    headers = {"content-type": "application/x-npz"}
+    stored = limited.http.post(
+        "/v1/datasets", params={"name": "d"}, content=archive.getvalue(), headers=headers
+    )
+    assert stored.status_code == 201, stored.text
+    dataset = {"name": "upload", "id": stored.json()["id"]}
+    queued, jobs = limited.queued_messages(), job_count(limited.http)
+    refused = limited.http.post("/v1/jobs", json=lenet_spec(dataset=dataset | {"image_size": 64}))
+    assert_refused_at(refused, ["body", "dataset"], "max_dataset_bytes")
+    assert (limited.queued_messages(), job_count(limited.http)) == (queued, jobs)
+    accepted = limited.http.post("/v1/jobs", json=lenet_spec(dataset=dataset))  # at LeNet-5's 32 px
+    assert accepted.status_code == 202, accepted.text
 
 
 def test_an_ensemble_of_more_runs_than_max_members_is_a_422_before_the_runs_are_looked_up(limited):

@@ -129,3 +129,54 @@ def test_raw_arrays_are_cached_and_protected():
 def test_tiny_synthetic_falls_back_to_a_random_split():
     splits = load_splits({"name": "synthetic", "classes": 50, "samples": 60, "size": 8}, None)
     assert sum(sizes(splits)) == 60 and min(sizes(splits)) >= 1
+
+
+def held_bytes(dataset, model=None, data_dir=None) -> int:
+    """What load_splits leaves in memory: the cached raw images and the three splits' tensors."""
+    x_raw, _ = raw_arrays(dataset, data_dir)
+    splits = load_splits(dataset, model, data_dir)
+    return x_raw.nbytes + sum(x.nbytes for x, _ in (splits.train, splits.val, splits.test))
+
+
+@pytest.mark.parametrize(
+    "dataset, model",
+    [
+        ({"name": "digits"}, LENET5),  # float32 pixels, resized 8 -> 32
+        ({"name": "digits"}, CUSTOM),  # at native size
+        (SYNTHETIC, {"arch": "alexnet"}),  # 3 channels, 16 -> 32
+    ],
+)
+def test_data_bytes_is_what_the_splits_hold_computed_without_loading(dataset, model):
+    datasets._synthetic_raw.cache_clear()
+    expected = datasets.data_bytes(dataset, model)
+    assert datasets._synthetic_raw.cache_info().currsize == 0  # nothing loaded to know it
+    assert expected == held_bytes(dataset, model)
+
+
+def test_data_bytes_of_an_upload_from_its_header(tmp_path):
+    from models.uploads import check_upload, save_checked, stored_path
+    from tests.models.test_models_uploads import LIMIT, npz
+
+    x = np.random.default_rng(0).integers(0, 256, (50, 3, 10, 10), dtype=np.uint8)
+    y = np.arange(50) % 5
+    save_checked(check_upload(npz(x=x, y=y), LIMIT), stored_path(tmp_path, "ef" * 16))
+    spec = {"name": "upload", "id": "ef" * 16, "image_size": 12}
+    assert datasets.data_bytes(spec, data_dir=tmp_path) == 50 * (3 * 10 * 10 + 3 * 12 * 12 * 4)
+    assert datasets.data_bytes(spec, data_dir=tmp_path) == held_bytes(spec, data_dir=tmp_path)
+
+
+def test_data_bytes_scales_with_samples_and_input_size_without_generating_them():
+    huge = {"name": "synthetic", "channels": 3, "size": 224, "samples": 1_000_000}
+    # Raw float32 at 224 px and the same at the input size: 1.2 TB, known without a pixel generated.
+    assert datasets.data_bytes(huge, {"arch": "alexnet"}) == 1_000_000 * 2 * 3 * 224 * 224 * 4
+    assert datasets.data_bytes({"name": "cifar10", "image_size": 224}) == 60_000 * (
+        3 * 32 * 32 + 3 * 224**2 * 4
+    )
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_the_published_sample_counts_match_the_files_where_this_machine_has_them(name):
+    if not datasets.availability(name).available:
+        pytest.skip(f"{name} is not installed here")
+    x, _ = raw_arrays({"name": name})
+    assert datasets.DATASETS[name].raw_size(None, None) == (len(x), x.itemsize)
