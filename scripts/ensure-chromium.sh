@@ -9,26 +9,9 @@ if [ -x "$CHROMIUM" ]; then
   exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-  as_root=()
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-  as_root=(sudo -n)
-else
-  echo "chromium: $CHROMIUM is missing and installing it needs root: run 'sudo apt-get install -y chromium'" >&2
-  exit 1
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "chromium: $CHROMIUM is missing and there is no apt-get here; install Chromium and set" \
-    "TRAINYARD_CHROMIUM to its binary" >&2
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-# A fresh image has no package lists; an existing one may be stale, so fall back to updating them.
-if ! "${as_root[@]}" apt-get install -y chromium; then
-  "${as_root[@]}" apt-get update
-  "${as_root[@]}" apt-get install -y chromium
-fi
+# shellcheck source=apt-install.sh
+source "$(dirname "$0")/apt-install.sh"
+apt_install chromium chromium "install Chromium and set TRAINYARD_CHROMIUM to its binary"
 if [ ! -x "$CHROMIUM" ]; then
   echo "chromium: apt-get installed chromium but $CHROMIUM is still missing" >&2
   exit 1

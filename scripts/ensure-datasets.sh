@@ -16,26 +16,10 @@ if has_files; then
   exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-  as_root=()
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-  as_root=(sudo -n)
-else
-  echo "datasets: $FOLDER is missing and installing it needs root: run 'sudo apt-get install -y $PACKAGE'" >&2
-  exit 1
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "datasets: $FOLDER is missing and there is no apt-get here; put Fashion-MNIST's IDX files in" \
-    "the data directory's fashion_mnist/ instead (docs/spec.md, Local datasets)" >&2
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-# A fresh image has no package lists; an existing one may be stale, so fall back to updating them.
-if ! "${as_root[@]}" apt-get install -y "$PACKAGE"; then
-  "${as_root[@]}" apt-get update
-  "${as_root[@]}" apt-get install -y "$PACKAGE"
-fi
+# shellcheck source=apt-install.sh
+source "$(dirname "$0")/apt-install.sh"
+apt_install datasets "$PACKAGE" \
+  "put Fashion-MNIST's IDX files in the data directory's fashion_mnist/ instead (docs/spec.md, Local datasets)"
 if ! has_files; then
   echo "datasets: apt-get installed $PACKAGE but $FOLDER still lacks its files" >&2
   exit 1
