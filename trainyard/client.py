@@ -207,9 +207,13 @@ class TrainyardClient:
             time.sleep(poll)
         return ensemble
 
-    def predict(self, ensemble_id: str, inputs: Any, npy: bool | None = None) -> dict[str, Any]:
-        """{"probs": N×K, "labels": N} for N×C×H×W inputs; large arrays travel as .npy (`npy` forces it)."""
-        return self._predict(f"/v1/ensembles/{ensemble_id}/predict", inputs, npy)
+    def predict(
+        self, ensemble_id: str, inputs: Any, npy: bool | None = None, tta: str | None = None
+    ) -> dict[str, Any]:
+        """{"probs": N×K, "labels": N} for N×C×H×W inputs; large arrays travel as .npy (`npy` forces it);
+        `tta="flip"` averages each image's probabilities with its mirror's."""
+        params = {"tta": tta} if tta else None
+        return self._predict(f"/v1/ensembles/{ensemble_id}/predict", inputs, npy, params)
 
     def delete_ensemble(self, ensemble_id: str) -> None:
         """Delete an ensemble (not its member runs) and its averaged weights."""
@@ -218,10 +222,15 @@ class TrainyardClient:
     # ---- runs
 
     def predict_run(
-        self, run_id: str, inputs: Any, npy: bool | None = None, averaged: bool = False
+        self,
+        run_id: str,
+        inputs: Any,
+        npy: bool | None = None,
+        averaged: bool = False,
+        tta: str | None = None,
     ) -> dict[str, Any]:
         """As `predict`, with one run's network; `averaged`: its Polyak or EMA weights."""
-        params = {"averaged": "true"} if averaged else None
+        params = ({"averaged": "true"} if averaged else {}) | ({"tta": tta} if tta else {})
         return self._predict(f"/v1/runs/{run_id}/predict", inputs, npy, params)
 
     def export_onnx(self, run_id: str, averaged: bool = False) -> bytes:

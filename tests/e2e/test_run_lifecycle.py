@@ -186,6 +186,9 @@ def test_the_python_client_predicts_exports_and_deletes(stack, trained):
     x = np.random.default_rng(0).uniform(0, 16, (20, *session.get_inputs()[0].shape[1:])).astype(np.float32)
     probs = np.asarray(client.predict_run(run_id, x)["probs"])
     assert np.allclose(np.asarray(client.predict_run(run_id, x, npy=True)["probs"]), probs, atol=1e-6)
+    mirrored = np.asarray(client.predict_run(run_id, x[..., ::-1])["probs"])
+    flip_averaged = np.asarray(client.predict_run(run_id, x, tta="flip")["probs"])
+    np.testing.assert_allclose(flip_averaged, (probs + mirrored) / 2, atol=1e-6, rtol=0)
     [onnx_probs] = session.run(None, {"inputs": x})
     np.testing.assert_allclose(onnx_probs, probs, atol=1e-5, rtol=0)
 
