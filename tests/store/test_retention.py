@@ -3,7 +3,6 @@ with the files a worker writes: rows and files go together, what is in use stays
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -15,9 +14,7 @@ from sqlalchemy.orm import sessionmaker
 
 from store import deletion, ensembles
 from store.artifacts import job_dir, save_weights
-from store.db import make_engine
 from store.jobs import create_job
-from store.migrate import upgrade
 from store.states import EnsembleStatus, JobStatus
 from store.tables import Checkpoint, CurvePoint, Job, JobTag, Run, WebhookDelivery, utcnow
 from tests.factories import job_spec
@@ -26,15 +23,9 @@ OLD = utcnow() - timedelta(days=40)
 RETENTION = timedelta(days=30)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sessions(request, tmp_path) -> Iterator[sessionmaker]:
-    url = f"sqlite:///{tmp_path / 'trainyard.db'}"
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-    upgrade(url)
-    engine = make_engine(url, 2)
-    yield sessionmaker(engine, expire_on_commit=False)
-    engine.dispose()
+@pytest.fixture
+def sessions(engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 @pytest.fixture

@@ -5,30 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store import jobs, webhook_secrets, webhooks
-from store.db import make_engine
-from store.migrate import upgrade
 from store.tables import Job, WebhookAttempt, WebhookDelivery, utcnow
 from tests.factories import job_spec
 
 URL = "http://127.0.0.1:9/hook"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    # PostgreSQL's database is shared by the session's tests: assertions look at their own rows only.
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'trainyard.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    upgrade(url)
-    engine = make_engine(url, pool_size=5)
-    yield engine
-    engine.dispose()
 
 
 def _job(session: Session, **spec) -> Job:

@@ -12,27 +12,12 @@ from sqlalchemy.orm import Session
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from store import keys, webhook_secrets
-from store.db import make_engine
-from store.migrate import upgrade
 from store.tables import utcnow
 from store.webhooks import Attempt
 from worker.webhooks import signed_headers
 
 PAYLOAD = {"event": "job.succeeded", "job": {"id": "abc"}}
 BODY = b'{"event":"job.succeeded","job":{"id":"abc"}}'
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    # PostgreSQL's database is shared by the session's tests: each test has tenants of its own.
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'trainyard.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    upgrade(url)
-    engine = make_engine(url, pool_size=5)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
