@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import redis
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session
 
 from models.uploads import stored_path
@@ -181,15 +181,18 @@ def delete_dataset(session: Session, dataset: Dataset, data_dir: Path) -> Remova
 
 def dataset_users(session: Session, dataset: Dataset) -> list[str]:
     """Top-level ids of the tenant's queued or running jobs that name the dataset."""
-    # The spec is JSON (see ensembles_using); the active jobs are few, bounded by the tenant's quota.
-    active = select(Job).where(Job.tenant == dataset.tenant, Job.status.in_(ACTIVE)).order_by(Job.created_at)
-    users = []
-    for job in session.scalars(active):
-        named = job.spec.get("dataset") or {}
-        top = job.parent_id or job.id
-        if named.get("name") == "upload" and named.get("id") == dataset.id and top not in users:
-            users.append(top)
-    return users
+    # Through the spec's JSON path, as GET /v1/runs?dataset_id= filters (store/jobs.py list_runs).
+    named = and_(
+        Job.spec[("dataset", "name")].as_string() == "upload",
+        Job.spec[("dataset", "id")].as_string() == dataset.id,
+    )
+    query = (
+        select(func.coalesce(Job.parent_id, Job.id))
+        .where(Job.tenant == dataset.tenant, Job.status.in_(ACTIVE), named)
+        .group_by(func.coalesce(Job.parent_id, Job.id))
+        .order_by(func.min(Job.created_at))
+    )
+    return list(session.scalars(query))
 
 
 # ---------------------------------------------------------------- retention

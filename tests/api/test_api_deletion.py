@@ -84,6 +84,23 @@ def test_a_dataset_is_refused_while_a_queued_job_trains_on_it_then_deleted_with_
     assert again.status_code == 422
 
 
+
+def test_a_dataset_in_use_by_an_ensemble_job_names_that_job_not_its_members(in_process_api):
+    api = in_process_api
+    dataset = upload(api)
+    spec = lenet_spec(dataset={"name": "upload", "id": dataset["id"]}, training=training(epochs=1))
+    spec["ensemble"] = {"members": 2}
+    job = api.submit(spec)
+
+    refused = api.http.delete(f"/v1/datasets/{dataset['id']}")
+    assert refused.status_code == 409
+    assert refused.json()["detail"].count(job["id"]) == 1
+    assert len(job["members"]) == 2
+    assert not any(member["id"] in refused.json()["detail"] for member in job["members"])
+    cancel(api, job["id"])
+    assert api.http.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
+
+
 def test_another_tenant_deletes_nothing(in_process_api):
     api = in_process_api
     dataset = upload(api)
