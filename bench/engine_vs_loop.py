@@ -53,6 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--optimizer", choices=("sgd", "momentum"), default="momentum")
     parser.add_argument("--compile", action="store_true", help="also time the engine with torch.compile")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides train there)")
+    parser.add_argument("--dataset", default="digits", help="digits or fashion_mnist")
     return parser.parse_args()
 
 
@@ -87,7 +88,7 @@ def job_spec(epochs: int, compile: bool = False) -> JobSpec:
     return JobSpec.model_validate(
         {
             "name": "bench-engine-vs-loop",
-            "dataset": {"name": "digits"},
+            "dataset": {"name": ARGS.dataset},
             "model": {"arch": "lenet5"},
             "optimizer": OPTIMIZERS[ARGS.optimizer],
             "lr_schedule": {"type": "step", "step_size": 1, "gamma": GAMMA, "unit": "epoch"},
@@ -171,7 +172,7 @@ def main() -> None:
     spec, compiled_spec = job_spec(epochs), job_spec(epochs, compile=True)
     splits = load_splits(spec.dataset, spec.model)
     print(
-        f"job: lenet5 on digits ({len(splits.train[0])} train images, {splits.input_shape[1]}x"
+        f"job: lenet5 on {ARGS.dataset} ({len(splits.train[0])} train images, {splits.input_shape[1]}x"
         f"{splits.input_shape[2]}), {ARGS.optimizer} {OPTIMIZERS[ARGS.optimizer]}, epochs {epochs}, "
         f"batch {ARGS.batch_size}, seed 0, device {device_name()}, torch {torch.__version__}, "
         f"threads {ARGS.threads} ({os.cpu_count()} cores), {rounds} rounds"
