@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -45,16 +45,44 @@ class DatasetInfo:
 
 @dataclass
 class Splits:
-    """Train/val/test (x N×C×H×W float32, y N int64) on the CPU, normalised with the train statistics."""
+    """Train/val/test images (x N×C×H×W at native size, as stored: uint8 for the built-in datasets; y N int64)
+    on the CPU, and what makes network inputs of them: the input shape and the train statistics.
 
-    train: Pair
-    val: Pair
-    test: Pair
+    The images stay small (a Fashion-MNIST image is 784 bytes, not 4 KiB as float32 at 32 px, or 200 KiB at
+    AlexNet's 224 px); `prepare` turns each batch into network inputs where it trains, on the device.
+    """
+
+    train_raw: Pair
+    val_raw: Pair
+    test_raw: Pair
     mean: list[float]
     std: list[float]
     num_classes: int
     input_shape: tuple[int, int, int]
     native_shape: tuple[int, int, int]
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Network inputs (float32, resized, normalised) from raw images: ... × C × H × W, on any device."""
+        return network_inputs(x, self.mean, self.std, self.input_shape)
+
+    # A whole split as network inputs, prepared at once on the CPU: for tests and tools on small data. The
+    # worker prepares batch by batch instead (worker/training.py), never holding a split at the input size.
+    @property
+    def train(self) -> Pair:
+        return self.prepare(self.train_raw[0]), self.train_raw[1]
+
+    @property
+    def val(self) -> Pair:
+        return self.prepare(self.val_raw[0]), self.val_raw[1]
+
+    @property
+    def test(self) -> Pair:
+        return self.prepare(self.test_raw[0]), self.test_raw[1]
+
+    def batches(self, x: torch.Tensor, batch_size: int, prepare=None) -> Iterator[torch.Tensor]:
+        """Raw images x as network inputs, one batch at a time (`prepare`: another way to make them)."""
+        prepare = prepare or self.prepare
+        return (prepare(x[start : start + batch_size]) for start in range(0, len(x), batch_size))
 
 
 class RawSize(NamedTuple):
@@ -62,9 +90,6 @@ class RawSize(NamedTuple):
 
     samples: int
     itemsize: int
-
-
-FLOAT32_BYTES = 4
 
 
 class RawData(NamedTuple):
@@ -95,18 +120,19 @@ class DatasetEntry:
 
 @lru_cache(maxsize=1)
 def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits as N×1×8×8 pixel values in 0..16, shipped with the package."""
+    """scikit-learn's digits as N×1×8×8 pixel values in 0..16 (uint8: they are integers), shipped with it."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    return _read_only(digits.images[:, None].astype(np.float32), digits.target.astype(np.int64))
+    return _read_only(digits.images[:, None].astype(np.uint8), digits.target.astype(np.int64))
 
 
-@lru_cache(maxsize=4)
+# One synthetic dataset at a time: a large one is gigabytes (data_bytes counts one dataset per process).
+@lru_cache(maxsize=1)
 def _synthetic_raw(
     channels: int, size: int, classes: int, samples: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each class a smooth random template; samples are shifted, rescaled, noisy copies of it."""
+    """Each class a smooth random template; samples are shifted, rescaled, noisy copies of it, as uint8."""
     rng = np.random.default_rng(seed)
     # Templates: coarse noise upsampled, so they are smooth blobs a small CNN can pick up.
     coarse = max(2, size // 8)
@@ -117,22 +143,32 @@ def _synthetic_raw(
 
     y = rng.permutation(np.arange(samples) % classes)  # balanced classes
     dy, dx = rng.integers(0, 2 * margin + 1, size=(2, samples))
-    rows = dy[:, None] + np.arange(size)  # N×H
-    cols = dx[:, None] + np.arange(size)  # N×W
-    x = big[
-        y[:, None, None, None],
-        np.arange(channels)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]
-    # Per-sample contrast and strong pixel noise (twice the template's std) keep it from being
-    # solved in one step: LeNet-5 needs a few epochs and stays short of 100% on held-out data.
-    x *= rng.uniform(0.5, 1.5, size=(samples, 1, 1, 1)).astype(np.float32)
-    noise = rng.standard_normal(x.shape, dtype=np.float32)
-    noise *= 2.0  # in place: one temporary of x's size, not two (bench/memory.py)
-    x += noise
-    del noise
-    return _read_only(x.astype(np.float32, copy=False), y.astype(np.int64))
+    contrast = rng.uniform(0.5, 1.5, size=(samples, 1, 1, 1)).astype(np.float32)
+    x = np.empty((samples, channels, size, size), dtype=np.uint8)
+    # In chunks: the float32 working copy is of one chunk, never of the whole set (bench/memory.py).
+    chunk = max(1, SYNTHETIC_CHUNK_VALUES // (channels * size * size))
+    for start in range(0, samples, chunk):
+        part = slice(start, min(start + chunk, samples))
+        rows = dy[part, None] + np.arange(size)  # n×H
+        cols = dx[part, None] + np.arange(size)  # n×W
+        images = big[
+            y[part, None, None, None],
+            np.arange(channels)[None, :, None, None],
+            rows[:, None, :, None],
+            cols[:, None, None, :],
+        ]
+        # Per-sample contrast and strong pixel noise (twice the template's std) keep it from being solved
+        # in one step: LeNet-5 needs a few epochs and stays short of 100% on held-out data.
+        images *= contrast[part]
+        images += 2.0 * rng.standard_normal(images.shape, dtype=np.float32)
+        x[part] = np.clip(np.rint(images * SYNTHETIC_PIXELS_PER_UNIT + 128), 0, 255)
+    return _read_only(x, y.astype(np.int64))
+
+
+SYNTHETIC_CHUNK_VALUES = 1 << 24  # pixel values generated at once (64 MB as float32)
+# As pixels: the values' std is about 2.2, so 18 pixel levels per unit leave 3 stds each side of 128 before
+# clipping, at 40 levels per std.
+SYNTHETIC_PIXELS_PER_UNIT = 18
 
 
 def _files_raw(name: str, data_dir: Path | None) -> RawData:
@@ -200,7 +236,7 @@ DATASETS: dict[str, DatasetEntry] = {
         native_shape=lambda s, data_dir: (1, 8, 8),
         num_classes=lambda s, data_dir: 10,
         load_raw=lambda s, data_dir: RawData(*_digits_raw()),
-        raw_size=lambda s, data_dir: RawSize(1797, FLOAT32_BYTES),
+        raw_size=lambda s, data_dir: RawSize(1797, 1),
     ),
     "synthetic": DatasetEntry(
         spec=SyntheticDataset,
@@ -210,7 +246,7 @@ DATASETS: dict[str, DatasetEntry] = {
         load_raw=lambda s, data_dir: RawData(
             *_synthetic_raw(s.channels, s.size, s.classes, s.samples, s.seed)
         ),
-        raw_size=lambda s, data_dir: RawSize(s.samples, FLOAT32_BYTES),
+        raw_size=lambda s, data_dir: RawSize(s.samples, 1),
     ),
     "mnist": _from_files(
         "mnist",
@@ -299,32 +335,22 @@ def dataset_info(
 def load_splits(
     dataset_spec: BaseModel | dict, model_spec: ModelSpec | dict | None = None, data_dir: Path | None = None
 ) -> Splits:
-    """Split by `split_seed` (not the training seed), resize, and normalise with the train statistics.
+    """Split by `split_seed` (not the training seed) and measure the train statistics at the input size.
 
-    Datasets read from files are looked up in `data_dir` (the service's is settings.data_dir).
+    The splits keep the images as read (Splits.prepare makes network inputs of them). Datasets read from
+    files are looked up in `data_dir` (the service's is settings.data_dir).
     """
     dataset = _DATASET_SPEC.validate_python(dataset_spec)
     info = dataset_info(dataset, model_spec, data_dir)
     raw = _load_raw(dataset, data_dir)
     train_idx, val_idx, test_idx = _split_indices(raw.y, dataset, raw.official_test)
-
-    # Each split resized on its own: the whole set is never held at the input size beside its splits
-    # (data_bytes counts what is held, and the API refuses a job over max_dataset_bytes).
-    xs = [
-        resize(torch.from_numpy(raw.x[idx].astype(np.float32, copy=False)), info.input_shape)
-        for idx in (train_idx, val_idx, test_idx)
+    # Index copies (writable, unlike the cached arrays): data_bytes counts them beside the cache.
+    pairs = [
+        (torch.from_numpy(raw.x[idx]), torch.from_numpy(raw.y[idx])) for idx in (train_idx, val_idx, test_idx)
     ]
-    y = torch.tensor(raw.y)
-    mean = xs[0].mean(dim=(0, 2, 3))
-    std = xs[0].std(dim=(0, 2, 3), unbiased=False)
-    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel is only centred
-    for x in xs:
-        x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))  # in place: the splits are the big copies
-    mean, std = mean.tolist(), std.tolist()
+    mean, std = channel_stats(pairs[0][0], info.input_shape)
     return Splits(
-        train=(xs[0], y[train_idx]),
-        val=(xs[1], y[val_idx]),
-        test=(xs[2], y[test_idx]),
+        *pairs,
         mean=mean,
         std=std,
         num_classes=info.num_classes,
@@ -333,21 +359,42 @@ def load_splits(
     )
 
 
+def channel_stats(x: torch.Tensor, input_shape: tuple[int, int, int]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (population) of raw images x as the network sees them: resized to
+    `input_shape`. Summed in float64 over chunks, so the images are never all held at the input size."""
+    channels = input_shape[0]
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    chunk = max(1, STATS_CHUNK_VALUES // math.prod(input_shape))
+    for start in range(0, len(x), chunk):
+        resized = resize(x[start : start + chunk].float(), input_shape).double()
+        total += resized.sum(dim=(0, 2, 3))
+        squares += resized.square().sum(dim=(0, 2, 3))
+    count = max(len(x), 1) * input_shape[1] * input_shape[2]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp(min=0).sqrt()
+    # A constant channel (its std rounding error) is only centred.
+    std = torch.where(std > 1e-6 * mean.abs().clamp(min=1), std, torch.ones_like(std))
+    return mean.tolist(), std.tolist()
+
+
+STATS_CHUNK_VALUES = 1 << 22  # values resized at once while measuring the statistics (32 MB as float64)
+
+
 def data_bytes(
     dataset_spec: BaseModel | dict, model_spec: ModelSpec | dict | None = None, data_dir: Path | None = None
 ) -> int:
     """Bytes of a job's images as a training process holds them, computed without loading them.
 
-    load_splits keeps the raw arrays at native size (cached per process: uint8 for files, float32
-    otherwise) and every split as float32 at the network's input size. Counted for all samples (an upper
-    bound where train_fraction or test_fraction leave some out); the transient copy of one split at native
-    size while it is resized is not counted. Python ints: a huge synthetic job cannot overflow.
+    load_splits keeps the raw arrays at native size as read (cached per process: uint8, or an upload's
+    float32) and the splits' copies of them: twice the raw size. Network inputs are made a batch at a time,
+    so the input size does not count. Counted for all samples (an upper bound where train_fraction or
+    test_fraction leave some out). Python ints: a huge synthetic job cannot overflow.
     """
     dataset = _DATASET_SPEC.validate_python(dataset_spec)
     info = dataset_info(dataset, model_spec, data_dir)
     raw = DATASETS[dataset.name].raw_size(dataset, data_dir)
-    per_sample = math.prod(info.native_shape) * raw.itemsize + math.prod(info.input_shape) * FLOAT32_BYTES
-    return raw.samples * per_sample
+    return 2 * raw.samples * math.prod(info.native_shape) * raw.itemsize
 
 
 def resize(x: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
@@ -365,12 +412,22 @@ def normalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Ten
     return (x - mean_t) / std_t
 
 
+def network_inputs(
+    x: torch.Tensor, mean: list[float], std: list[float], input_shape: tuple[int, int, int]
+) -> torch.Tensor:
+    """Raw images (... × C × H × W, native size, raw pixel scale, any dtype and device) to network inputs:
+    float32, resized, normalised. Training, evaluation and predictions all make them here."""
+    leading = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:]).float()
+    return normalize(resize(flat, input_shape), mean, std).reshape(*leading, *input_shape)
+
+
 def preprocess(x_raw, mean: list[float], std: list[float], input_shape: tuple[int, int, int]) -> torch.Tensor:
     """Raw inputs (N×C×H×W, native size, raw pixel scale) to network inputs, exactly as in training."""
     x = torch.as_tensor(x_raw, dtype=torch.float32)
     if x.dim() != 4 or x.shape[1] != input_shape[0]:
         raise ValueError(f"inputs must be N×{input_shape[0]}×H×W, got {'×'.join(map(str, x.shape))}")
-    return normalize(resize(x, input_shape), mean, std)
+    return network_inputs(x, mean, std, input_shape)
 
 
 def split_indices(

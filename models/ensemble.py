@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -418,12 +418,14 @@ def evaluate_ensemble(
     train_batches: Iterable | None = None,
     batch_size: int = 1024,
     predictor: EnsemblePredictor | None = None,
+    inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Accuracy and mean negative log-likelihood of each member and of the ensemble on (x, y).
 
-    `x` is preprocessed (a Splits' test inputs). Each member's logits are computed once per batch; the
-    mean_probs and mean_logits ensembles are derived from them, the weights ensemble runs its own network.
-    `predictor`, the members' already built for `method`, saves building (and averaging) them again.
+    `x` is network inputs, or raw images that `inputs` (a Splits' prepare) makes them of, batch by batch.
+    Each member's logits are computed once per batch; the mean_probs and mean_logits ensembles are derived
+    from them, the weights ensemble runs its own network. `predictor`, the members' already built for
+    `method`, saves building (and averaging) them again.
     """
     if len(x) == 0:
         raise ValueError("cannot evaluate on an empty split")
@@ -438,6 +440,8 @@ def evaluate_ensemble(
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            if inputs is not None:
+                xb = inputs(xb)
             logits = stack.logits(xb)
             log_probs = F.log_softmax(logits, -1)
             member_correct += (logits.argmax(-1) == yb).sum(1)

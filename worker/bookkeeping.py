@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +21,18 @@ from worker.reporter import DIVERGENCE_FACTOR, Diverged, Reporter, Stopped
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, *, eval_flip: bool = False
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1024,
+    *,
+    eval_flip: bool = False,
+    inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over a split, one host sync at the end.
 
+    `inputs` makes network inputs of each batch of x (the training loop's x is raw images); None: x is
+    network inputs already.
     `eval_flip` (training.augment.eval_flip): of the mean probabilities of each image and its mirror, as
     predictions with ?tta=flip answer; the loss is the cross-entropy of those mean probabilities.
     """
@@ -32,6 +41,8 @@ def evaluate(
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]
+        if inputs is not None:
+            xb = inputs(xb)
         if eval_flip:
             log_probs = mean_over_flip(lambda images: model(images).float().softmax(1), xb).log()
         else:
@@ -62,9 +73,11 @@ class Bookkeeper:
         report_every: int,
         attempt: int,
         device: torch.device,
+        inputs: Callable[[torch.Tensor], torch.Tensor],
         members: list[int] | None = None,
     ) -> None:
         self.reporters = reporters
+        self.inputs = inputs
         self.members = members
         self.epochs = training.epochs
         self.eval_flip = training.augment is not None and training.augment.eval_flip
@@ -145,7 +158,9 @@ class Bookkeeper:
     ) -> None:
         """Evaluates member i's `models[i]`, tells its KeptEpoch, and hands reporters[i] its metrics and
         TrainingState."""
-        evaluations = [evaluate(model, *val, eval_flip=self.eval_flip) for model in models]
+        evaluations = [
+            evaluate(model, *val, eval_flip=self.eval_flip, inputs=self.inputs) for model in models
+        ]
         progress = self.progress(epoch + 1.0)
         rng = torch.get_rng_state()
         reasons = []

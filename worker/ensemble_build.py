@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader, TensorDataset
-
 from models.datasets import load_splits
 from models.ensemble import EnsemblePredictor, Member, check_members, evaluate_ensemble
 from store import ensembles
@@ -66,10 +64,12 @@ def build_ensemble(ensemble_id: str) -> BuildOutcome:
         # recompute batch-norm statistics of averaged weights).
         spec = members[0].meta["spec"]
         splits = load_splits(spec["dataset"], spec["model"], data_dir=settings.data_dir)
-        train_batches = DataLoader(TensorDataset(splits.train[0]), batch_size=256)
+        train_batches = splits.batches(splits.train_raw[0], 256)
         # Built once: for `weights` this averages (and recomputes batch norm) once, for scoring and saving.
         predictor = EnsemblePredictor(members, method, train_batches=train_batches)
-        evaluation = evaluate_ensemble(members, method, *splits.test, predictor=predictor)
+        evaluation = evaluate_ensemble(
+            members, method, *splits.test_raw, predictor=predictor, inputs=splits.prepare
+        )
         warnings = ensemble_warnings(method, refs)
         if warnings:
             evaluation["warnings"] = warnings

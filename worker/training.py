@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,11 +50,10 @@ def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
 
 
 def augmented(
-    x: torch.Tensor, idx: torch.Tensor, seeds: list[int], cfg: TrainingSpec, epoch: int, step: int
+    batches: torch.Tensor, seeds: list[int], cfg: TrainingSpec, epoch: int, step: int
 ) -> torch.Tensor:
-    """The members' batches x[idx] (member x sample x C x H x W), each member's augmented with draws of its
-    own, from (its seed, epoch, step) alone: a resumed attempt draws what an uninterrupted run draws."""
-    batches = x[idx]
+    """The members' network-input batches (member x sample x C x H x W), each member's augmented with draws of
+    its own, from (its seed, epoch, step) alone: a resumed attempt draws what an uninterrupted run draws."""
     if cfg.augment is None or not (cfg.augment.flip or cfg.augment.translate):
         return batches
     return torch.stack(
@@ -68,24 +67,24 @@ def augmented(
 def final_metrics(
     model: nn.Module,
     averaged: nn.Module | None,
-    x_train: torch.Tensor,
-    batch_size: int,
+    train_batches: Callable[[], Iterable[torch.Tensor]],
     x_test: torch.Tensor,
     y_test: torch.Tensor,
+    inputs: Callable[[torch.Tensor], torch.Tensor],
     eval_flip: bool = False,
 ) -> dict[str, float]:
     """The test split's loss and accuracy, and those of the averaged weights when there are any.
 
-    The averaged module's batch norm statistics are the raw model's (averaging leaves buffers alone) and do
-    not fit the averaged weights: update_bn measures them again in one pass over the training data, in
-    training batches (it does nothing without batch norm).
+    `inputs` makes network inputs of the raw test images, a batch at a time. The averaged module's batch norm
+    statistics are the raw model's (averaging leaves buffers alone) and do not fit the averaged weights:
+    update_bn measures them again in one pass over `train_batches()`, the training data in training batches
+    (it does nothing without batch norm).
     """
-    test_loss, test_acc = evaluate(model, x_test, y_test, eval_flip=eval_flip)
+    test_loss, test_acc = evaluate(model, x_test, y_test, eval_flip=eval_flip, inputs=inputs)
     metrics = {"test_loss": test_loss, "test_acc": test_acc}
     if averaged is not None:
-        batches = (x_train[start : start + batch_size] for start in range(0, len(x_train), batch_size))
-        update_bn(batches, averaged)
-        averaged_loss, averaged_acc = evaluate(averaged, x_test, y_test, eval_flip=eval_flip)
+        update_bn(train_batches(), averaged)
+        averaged_loss, averaged_acc = evaluate(averaged, x_test, y_test, eval_flip=eval_flip, inputs=inputs)
         metrics |= {"averaged_test_loss": averaged_loss, "averaged_test_acc": averaged_acc}
     return metrics
 
@@ -118,7 +117,7 @@ class Trainee(Protocol):
     def features(self) -> EngineFeatures: ...
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        """A split's inputs on the device, in the layout the steps want."""
+        """Network inputs on the device, in the layout the steps want."""
 
     def train_mode(self) -> None:
         """Put the networks the steps run in training mode (evaluation left them in eval mode)."""
@@ -219,9 +218,14 @@ def train_trainee(
     optimizer = build_optimizer(
         spec.optimizer, trainee.parameters, weight_decay=spec.regularization.weight_decay
     )
-    # The whole dataset lives on the device in the steps' layout; a batch is one indexed slice of it.
-    x_train, y_train = trainee.to_device(splits.train[0]), splits.train[1].to(device)
-    x_val, y_val = trainee.to_device(splits.val[0]), splits.val[1].to(device)
+    # The whole dataset lives on the device as stored (uint8 at native size, mostly); a batch is one indexed
+    # slice of it, made network inputs there: resized, normalised, then augmented.
+    x_train, y_train = (t.to(device) for t in splits.train_raw)
+    x_val, y_val = (t.to(device) for t in splits.val_raw)
+
+    def inputs(x_raw: torch.Tensor) -> torch.Tensor:
+        return trainee.to_device(splits.prepare(x_raw))
+
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
     schedule = build_schedule(spec.lr_schedule, optimizer, steps_per_epoch, epochs=cfg.epochs)
     log = Bookkeeper(
@@ -232,6 +236,7 @@ def train_trainee(
         report_every=report_every,
         attempt=attempt,
         device=device,
+        inputs=inputs,
         members=members,
     )
     averaging_from = averaging_start_epoch(spec)
@@ -259,7 +264,7 @@ def train_trainee(
             apply_momentum_ramp(optimizer, spec.optimizer, epoch + batch / steps_per_epoch)
             idx = orders[:, batch * cfg.batch_size : (batch + 1) * cfg.batch_size]  # member x sample
             optimizer.zero_grad(set_to_none=True)
-            x_batch = augmented(x_train, idx, trainee.seeds, cfg, epoch, batch)
+            x_batch = augmented(splits.prepare(x_train[idx]), trainee.seeds, cfg, epoch, batch)
             losses = trainee.forward_backward(x_batch, y_train[idx])
             optimizer.step()
             schedule.step()
@@ -281,7 +286,7 @@ def train_trainee(
             extra,
         )
 
-    x_test, y_test = trainee.to_device(splits.test[0]), splits.test[1].to(device)
+    x_test, y_test = (t.to(device) for t in splits.test_raw)
     models = trainee.current_models()
     # Stopped early before averaging began, there is nothing averaged: no averaged weights.
     averaging = average is not None and average.count > 0
@@ -295,7 +300,15 @@ def train_trainee(
             kept.kept_metrics
             | {"best_val_acc": best_val_acc}  # of any epoch, the kept one's or not
             | kept.summary()
-            | final_metrics(model, averaged_model, x_train, cfg.batch_size, x_test, y_test, log.eval_flip)
+            | final_metrics(
+                model,
+                averaged_model,
+                lambda: splits.batches(x_train, cfg.batch_size, inputs),
+                x_test,
+                y_test,
+                inputs,
+                log.eval_flip,
+            )
         )
         results.append(
             TrainResult(

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.cnn import build_model
-from models.datasets import load_splits
+from models.datasets import Splits, load_splits
 from models.optim import build_optimizer
 from store.artifacts import load_checkpoint, load_weights, save_weights
 from store.states import StopReason
@@ -205,3 +205,19 @@ def test_the_loop_keeps_reporting_while_it_compiles(monkeypatch):
     with pytest.raises(Stopped, match="cancelled"):
         train(spec, load_splits(spec.dataset, spec.model), reporter, device=CPU)
     assert reporter.empty_reports == 3
+
+
+def test_inputs_made_per_batch_on_the_device_train_exactly_as_stored_float32_inputs_did():
+    # digits is held as uint8 at 8x8; lenet5 gets each batch resized to 32x32 and normalised as it trains.
+    splits = load_splits({"name": "digits"}, {"arch": "lenet5"})
+    assert splits.train_raw[0].dtype == torch.uint8 and splits.train_raw[0].shape[1:] == (1, 8, 8)
+    # What training held before: every split as float32 network inputs, made once (mean 0, std 1 left).
+    stored = Splits(
+        splits.train, splits.val, splits.test, [0.0], [1.0], 10, splits.input_shape, splits.input_shape
+    )
+    spec = job_spec(training=training(epochs=2, batch_size=64))
+    per_batch, held = train(spec, splits, device=CPU), train(spec, stored, device=CPU)
+    assert per_batch.metrics == held.metrics
+    assert all(
+        torch.equal(a, b) for a, b in zip(per_batch.model.parameters(), held.model.parameters(), strict=True)
+    )
