@@ -28,8 +28,9 @@ LIMITS = {
     "TRAINYARD_MAX_BODY_BYTES": str(BODY_LIMIT),
     "TRAINYARD_MAX_PREDICT_BYTES": str(PREDICT_LIMIT),
     "TRAINYARD_MAX_PAGE_SIZE": "10",
-    # 16 MiB: digits at LeNet-5's 32 px (7.8 MB) fits, at 64 px (30 MB: raw float32 + 64x64 float32) not.
-    "TRAINYARD_MAX_DATASET_BYTES": str(16 * 2**20),
+    # 1 MiB: digits (1797 uint8 8x8 images, cached and split: 230 kB) fits at any input size; 1000 synthetic
+    # 3x16x16 (1.5 MB) do not.
+    "TRAINYARD_MAX_DATASET_BYTES": str(2**20),
 }
 # lenet5 on digits: 61,706 parameters, 0.8 MFLOPs per sample. On 8x8 digits: 1.2 M parameters, 2.4 MFLOPs.
 WIDE_MLP = {
@@ -87,7 +88,11 @@ def assert_refused_at(response: httpx.Response, loc: list, setting: str | None =
             ["body", "model"],
             "max_flops",
         ),
-        ({"dataset": {"name": "digits", "image_size": 64}}, ["body", "dataset"], "max_dataset_bytes"),
+        (
+            {"dataset": {"name": "synthetic", "samples": 1000, "size": 16, "channels": 3}},
+            ["body", "dataset"],
+            "max_dataset_bytes",
+        ),
     ],
     ids=["epochs", "batch_size", "members", "params", "flops", "dataset_bytes"],
 )
@@ -114,30 +119,39 @@ def test_a_million_images_at_224_px_are_refused_by_default_naming_bytes_limit_an
     )
     assert_refused_at(response, ["body", "dataset"], "max_dataset_bytes")
     (error,) = [e for e in response.json()["detail"] if e["loc"] == ["body", "dataset"]]
-    # Raw float32 at 224 px plus float32 at AlexNet's 224 px input, for each of the million images.
-    assert "1,204,224,000,000" in error["msg"] and "8,589,934,592" in error["msg"]
-    assert (error["input"], error["ctx"]["le"]) == (1_204_224_000_000, 8 * 2**30)
+    # uint8 at 224 px, cached and split, for each of the million images: 301 GB.
+    assert "301,056,000,000" in error["msg"] and "8,589,934,592" in error["msg"]
+    assert (error["input"], error["ctx"]["le"]) == (301_056_000_000, 8 * 2**30)
     assert (in_process_api.queued_messages(), job_count(in_process_api.http)) == (queued, jobs)
-    # 5,000 of them at LeNet-5's 32 px: 3.1 GB, within the default 8 GiB.
-    smaller = in_process_api.http.post("/v1/jobs", json=lenet_spec(dataset=dataset | {"samples": 5_000}))
-    assert smaller.status_code == 202, smaller.text
-
-
-def test_an_uploaded_dataset_is_measured_from_its_header_at_the_input_size_asked(limited):
-    x, y = raw_arrays({"name": "digits"})
-    archive = io.BytesIO()
-    np.savez(archive, x=x, y=y)
-    headers = {"content-type": "application/x-npz"}
-    stored = limited.http.post(
-        "/v1/datasets", params={"name": "d"}, content=archive.getvalue(), headers=headers
+    # 20,000 of them for AlexNet at 224 px: 6 GB, within the default 8 GiB (as float32 inputs: 12 GB).
+    smaller = dataset | {"samples": 20_000}
+    accepted = in_process_api.http.post(
+        "/v1/jobs", json=lenet_spec(dataset=smaller, model={"arch": "alexnet"})
     )
-    assert stored.status_code == 201, stored.text
-    dataset = {"name": "upload", "id": stored.json()["id"]}
+    assert accepted.status_code == 202, accepted.text
+
+
+def test_an_uploaded_dataset_is_measured_from_its_header_as_stored_whatever_the_input_size(limited):
+    x, y = raw_arrays({"name": "digits"})
+    x, y = np.concatenate([x, x]), np.concatenate([y, y])  # 3594 images of 8x8
+
+    def upload(images: np.ndarray) -> dict:
+        archive = io.BytesIO()
+        np.savez(archive, x=images, y=y)
+        headers = {"content-type": "application/x-npz"}
+        stored = limited.http.post(
+            "/v1/datasets", params={"name": "d"}, content=archive.getvalue(), headers=headers
+        )
+        assert stored.status_code == 201, stored.text
+        return {"name": "upload", "id": stored.json()["id"]}
+
+    as_float32, as_uint8 = upload(x.astype(np.float32)), upload(x)
     queued, jobs = limited.queued_messages(), job_count(limited.http)
-    refused = limited.http.post("/v1/jobs", json=lenet_spec(dataset=dataset | {"image_size": 64}))
+    refused = limited.http.post("/v1/jobs", json=lenet_spec(dataset=as_float32))  # 1.8 MB held
     assert_refused_at(refused, ["body", "dataset"], "max_dataset_bytes")
     assert (limited.queued_messages(), job_count(limited.http)) == (queued, jobs)
-    accepted = limited.http.post("/v1/jobs", json=lenet_spec(dataset=dataset))  # at LeNet-5's 32 px
+    # The same images as uint8, 0.5 MB held, even made 64x64 inputs (a batch at a time).
+    accepted = limited.http.post("/v1/jobs", json=lenet_spec(dataset=as_uint8 | {"image_size": 64}))
     assert accepted.status_code == 202, accepted.text
 
 
