@@ -37,6 +37,18 @@ class StoredObject(BaseModel):
         return {key: value for key, value in handler(self).items() if key in self.model_fields_set}
 
 
+class EngineReport(StoredObject):
+    """How the training steps ran (worker/engine.py: EngineFeatures), and why torch.compile was or was not."""
+
+    channels_last: bool
+    bf16_autocast: bool
+    compiled: bool
+    vectorized: bool = False
+    compile_reason: str = Field(
+        "", description="the spec's choice, or what training.compile auto measured and concluded"
+    )
+
+
 class RunMetrics(StoredObject):
     """One model's numbers: the latest epoch's while it trains, then the kept epoch's (training.keep: the
     last or the best) and the test split's (worker/training.py)."""
@@ -58,6 +70,7 @@ class RunMetrics(StoredObject):
     test_acc: float | None = Field(None, description="on the test split, once finished")
     averaged_test_loss: float | None = Field(None, description="of the Polyak or EMA weights, if kept")
     averaged_test_acc: float | None = Field(None, description="of the Polyak or EMA weights, if kept")
+    engine: EngineReport | None = Field(None, description="how the steps ran, once finished")
 
 
 class JobMetrics(RunMetrics):

@@ -104,6 +104,8 @@ def _param(field: FieldInfo) -> dict[str, Any]:
     for constraint in field.metadata:  # annotated_types.Ge(ge=0), Lt(lt=1), ...
         param |= {key: getattr(constraint, attr) for attr, key in BOUNDS.items() if hasattr(constraint, attr)}
     choices = [value for a in options if get_origin(a) is Literal for value in get_args(a)]
+    if choices and bool in options:  # training.compile: "auto", true or false
+        choices += [True, False]
     if choices:
         param["choices"] = choices
     if isinstance(options[0], type) and issubclass(options[0], BaseModel):

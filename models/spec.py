@@ -388,14 +388,15 @@ class TrainingSpec(Strict):
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(64, ge=1, le=8192)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    compile: bool = Field(
-        False,
+    compile: Literal["auto"] | bool = Field(
+        "auto",
         description=(
             "torch.compile the network for training: about 30 s of compiling before the first step "
-            "(seconds when the worker has compiled the same network before), then faster steps (lenet5 "
-            "on a 2-core CPU: 1.05-1.1x; the gain depends on network and device), so only for long runs. "
-            "The weights, checkpoints and metrics are the same as without; if compiling fails, the job "
-            "trains without it"
+            "(seconds when the worker has compiled the same network before), then faster steps (lenet5 on a "
+            "2-core CPU: 1.15-1.2x; the gain depends on network and device). auto: time the first eager "
+            "steps and compile if the steps left repay the compile twice over; the job's metrics.engine "
+            "says what was chosen and why. The weights, checkpoints and metrics are the same as without, to "
+            "float rounding; if compiling fails, the job trains without it"
         ),
     )
     early_stopping: EarlyStopping | None = Field(

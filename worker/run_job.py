@@ -132,16 +132,18 @@ def success_outcome(
         averaged = directory / "member-0.averaged.safetensors"
         averaging = spec.ensemble.param_averaging
         save_weights(averaged, result.averaged_model.state_dict(), info | {"averaged": averaging})
+    # What the engine chose (training.compile "auto" among it) and why, beside the numbers it produced.
+    metrics = result.metrics | {"engine": result.engine.report()}
     run = Run(
         job_id=claim.job_id,
         member=claim.member,
         seed=spec.training.seed,
-        metrics=result.metrics,
+        metrics=metrics,
         test_acc=result.metrics["test_acc"],
         weights_path=str(weights),
         averaged_weights_path=str(averaged) if averaged else None,
     )
-    return Outcome(JobStatus.SUCCEEDED, metrics=result.metrics | (extra_metrics or {}), runs=(run,))
+    return Outcome(JobStatus.SUCCEEDED, metrics=metrics | (extra_metrics or {}), runs=(run,))
 
 
 def end_attempt(claim: Claim, client: redis.Redis, outcome: Outcome | StopReason) -> JobStatus | None:

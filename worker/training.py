@@ -154,10 +154,12 @@ class OneModel:
         self.device = device
         self.seeds = [spec.training.seed]
         self.model = seeded_model(spec, splits, spec.training.seed, resume).to(device)
+        steps = spec.training.epochs * math.ceil(len(splits.train_raw[1]) / spec.training.batch_size)
         self.engine = Engine(
             self.model,
             device,
             compile=spec.training.compile,
+            steps_left=steps - (resume.step if resume is not None else 0),
             channels_last=channels_last,
             keep_alive=keep_alive,
         )

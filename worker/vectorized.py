@@ -178,7 +178,9 @@ class StackedMembers:
         self.params, self.buffers = stack_module_state(self.models)
         self.parameters = list(self.params.values())
         autocast = wants_bf16_autocast(device)
-        self.features = EngineFeatures(False, bf16_autocast=autocast, compiled=False, vectorized=True)
+        self.features = EngineFeatures(
+            False, autocast, compiled=False, vectorized=True, compile_reason="vmap: its steps run eagerly"
+        )
         self.member_losses = _vmapped_loss(self.models[0], autocast)
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:

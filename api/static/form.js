@@ -25,11 +25,17 @@ function boundsText(param) {
 function control(path, param) {
   const common = { id: `field-${path}`, name: path, dataset: { path, kind: param.type } };
   if (param.choices) {
+    // Choices that are not all strings (training.compile: "auto", true, false) travel as JSON values.
+    const json = param.choices.some((choice) => typeof choice !== "string");
     const options = param.choices.map((choice) =>
-      h("option", { value: choice, selected: choice === param.default }, String(choice)),
+      h(
+        "option",
+        { value: json ? JSON.stringify(choice) : choice, selected: choice === param.default },
+        String(choice),
+      ),
     );
     if (param.default === null) options.unshift(h("option", { value: "", selected: true }, "default"));
-    return h("select", common, options);
+    return h("select", { ...common, dataset: { ...common.dataset, json: json ? "1" : "" } }, options);
   }
   if (param.type === "boolean")
     return h("input", { ...common, type: "checkbox", checked: Boolean(param.default) });
@@ -137,6 +143,7 @@ function readValue(input) {
   if (input.type === "checkbox") return input.checked;
   if (input.value === "") return undefined; // left empty: the server's default
   if (input.dataset.kind === "integer" || input.dataset.kind === "number") return Number(input.value);
+  if (input.dataset.json) return JSON.parse(input.value);
   return input.value;
 }
 
