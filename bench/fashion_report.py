@@ -250,14 +250,13 @@ def measure(plan: Plan) -> tuple[list[Row], dict]:
 
     snapshot_spec = specs["snapshots"]
     keeper = SnapshotKeeper("snapshots", snapshot_spec.snapshot_epochs())
-    snapshot_run, snapshot_s = timed_train(snapshot_spec, lenet_splits, keeper)
+    _, snapshot_s = timed_train(snapshot_spec, lenet_splits, keeper)
     snapshots = [
         Member(weights, rebuild_info(snapshot_spec, lenet_splits, "fashion-report-snapshots", 0))
         for weights in keeper.weights
     ]
     snapshot_eval, snapshot_eval_s = evaluated(snapshots, "mean_probs", lenet_splits)
     facts["snapshot_accuracies"] = snapshot_eval["member_accuracies"]
-    facts["snapshot_run_test_acc"] = snapshot_run.metrics["test_acc"]
 
     dropout, dropout_s = timed_train(specs["dropout"], lenet_splits, Progress("lenet5 dropout"))
     two, two_s = timed_train(specs["two_conv"], layer_splits, Progress("two-conv"))
