@@ -199,7 +199,7 @@ def timed_train(spec: JobSpec, splits: Splits, reporter: Progress) -> tuple[Trai
 
 def evaluated(members: list[Member], method: str, splits: Splits) -> tuple[dict, float]:
     started = time.perf_counter()
-    evaluation = evaluate_ensemble(members, method, *splits.test)
+    evaluation = evaluate_ensemble(members, method, *splits.test_raw, inputs=splits.prepare)
     return evaluation, time.perf_counter() - started
 
 
@@ -221,9 +221,9 @@ def measure(plan: Plan) -> tuple[list[Row], dict]:
     layer_splits = load_splits(specs["two_conv"].dataset, specs["two_conv"].model)
     facts = {
         "load_s": time.perf_counter() - started,
-        "train": len(lenet_splits.train[0]),
-        "val": len(lenet_splits.val[0]),
-        "test": len(lenet_splits.test[0]),
+        "train": len(lenet_splits.train_raw[1]),
+        "val": len(lenet_splits.val_raw[1]),
+        "test": len(lenet_splits.test_raw[1]),
     }
 
     ensemble = specs["ensemble"]
