@@ -22,6 +22,11 @@ def check_job_end_to_end(live, tmp_path) -> None:
     assert job["attempts"] == 1
     assert job["progress"]["fraction"] == pytest.approx(1.0)
     assert job["metrics"]["test_acc"] > 0.5
+    # training.compile auto, the default: this short job trained eagerly, and says why.
+    engine = job["metrics"]["engine"]
+    assert engine["channels_last"] and not engine["compiled"], engine
+    reason = engine["compile_reason"]
+    assert reason.startswith("auto: eager: ") and "steps left at" in reason
 
     curve = live.curve(job["id"])
     losses = [p["value"] for p in curve if p["name"] == "train_loss"]
@@ -33,7 +38,9 @@ def check_job_end_to_end(live, tmp_path) -> None:
     )
 
     [run] = job["runs"]
-    assert live.http.get(f"/v1/runs/{run['id']}").json()["test_acc"] == job["metrics"]["test_acc"]
+    stored_run = live.http.get(f"/v1/runs/{run['id']}").json()
+    assert stored_run["test_acc"] == job["metrics"]["test_acc"]
+    assert stored_run["metrics"]["engine"] == engine
     weights = live.http.get(f"/v1/runs/{run['id']}/weights")
     assert weights.status_code == 200
     (tmp_path / "model.safetensors").write_bytes(weights.content)
