@@ -286,10 +286,10 @@ class PresetDefaults:
     epochs: int | None = None  # where training gives none (None: TrainingSpec's)
 
 
-# Measured in docs/benchmarks.md#preset-defaults. AlexNet (no batchnorm) diverges within 3 steps at the
-# LeNet-5 rates and at sgd 0.1; adagrad 0.01 and rmsprop 0.001, whose first step moves every weight by
-# about 0.01, at step 2. Adam at 3e-4 passes 90% on digits in 4 epochs on every seed tried (1e-3 is
-# bumpier); its LeNet-5 default, 10 epochs, would cost 2.5x the time for nothing.
+# Measured in docs/benchmarks.md#preset-defaults. AlexNet (no batchnorm) diverges within 3 steps at
+# LeNet-5's sgd 0.3 (and at 0.1), adagrad 0.01 and rmsprop 0.001 (whose first step moves every weight by
+# about 0.01); momentum at 0.01 learns slowly. Adam at 3e-4 passes 90% on digits in 4 epochs on every
+# seed tried (1e-3 ends lower); 10 epochs would cost 2.5x the time for nothing, 3 leave little to spare.
 PRESET_DEFAULTS: dict[str, PresetDefaults] = {
     "lenet5": PresetDefaults(),
     "alexnet": PresetDefaults(
