@@ -23,6 +23,7 @@ from models.spec import (
     DropoutMode,
     EnsembleSpec,
     Init,
+    JobSpec,
     Layer,
     ModelSpec,
     OptimizerSpec,
@@ -80,11 +81,28 @@ def _describe(cls: type[BaseModel], descriptions: dict[str, str] | None = None) 
 
 
 def _describe_preset(preset: PresetInfo) -> dict[str, Any]:
-    """The preset and the model options it takes; an unset activation means the preset's own."""
+    """The preset, the model options it takes (an unset activation means the preset's own) and its
+    defaults."""
     fields = ModelSpec.model_fields
     options = {name: _param(fields[name]) for name in PRESET_OPTIONS}
     options["activation"]["default"] = preset.activation
-    return {**asdict(preset), "options": options}
+    return {**asdict(preset), "options": options, "defaults": _preset_defaults(preset.name)}
+
+
+def _preset_defaults(arch: str) -> dict[str, Any]:
+    """What a job on the preset trains with where its spec says nothing, read from the spec as validation
+    resolves it: the optimizer, each optimizer type's lr and the epochs."""
+
+    def resolved(**parts: Any) -> JobSpec:
+        return JobSpec.model_validate({"dataset": {"name": "digits"}, "model": {"arch": arch}, **parts})
+
+    minimal = resolved()
+    kinds = [get_args(cls.model_fields["type"].annotation)[0] for cls in _members(OptimizerSpec)]
+    return {
+        "optimizer": minimal.optimizer.model_dump(mode="json"),
+        "lr": {kind: resolved(optimizer={"type": kind}).optimizer.lr for kind in kinds},
+        "epochs": minimal.training.epochs,
+    }
 
 
 def _params(cls: type[BaseModel]) -> dict[str, dict[str, Any]]:

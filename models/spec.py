@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -209,7 +210,8 @@ class SGD(Strict):
         0.3,
         description=(
             "learning rate; 0.3 takes LeNet-5 on digits past 95% test accuracy within 15 epochs, where the "
-            "common first try 0.1 falls short. AlexNet without batchnorm needs 0.03 or less"
+            "common first try 0.1 falls short. AlexNet diverges at it: its own default (presets[].defaults) "
+            "is lower"
         ),
     )
 
@@ -269,6 +271,33 @@ class Adam(Strict):
 
 
 OptimizerSpec = Annotated[SGD | Momentum | Nesterov | AdaGrad | RMSprop | Adam, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- a preset's own defaults
+
+
+@dataclass(frozen=True)
+class PresetDefaults:
+    """What a job on a preset trains with where its spec leaves it out, in place of the spec's own
+    defaults (which layer lists keep); JobSpec writes them into the spec, so the stored spec says what ran."""
+
+    optimizer: str | None = None  # the optimizer's type where the spec gives none (None: sgd)
+    lr: dict[str, float] = field(default_factory=dict)  # by optimizer type, where the optimizer gives none
+    epochs: int | None = None  # where training gives none (None: TrainingSpec's)
+
+
+# Measured in docs/benchmarks.md#preset-defaults. AlexNet (no batchnorm) diverges within 3 steps at
+# LeNet-5's sgd 0.3 (and at 0.1), adagrad 0.01 and rmsprop 0.001 (whose first step moves every weight by
+# about 0.01); momentum at 0.01 learns slowly. Adam at 3e-4 passes 90% on digits in 4 epochs on every
+# seed tried (1e-3 ends lower); 10 epochs would cost 2.5x the time for nothing, 3 leave little to spare.
+PRESET_DEFAULTS: dict[str, PresetDefaults] = {
+    "lenet5": PresetDefaults(),
+    "alexnet": PresetDefaults(
+        optimizer="adam",
+        lr={"sgd": 0.01, "momentum": 1e-3, "nesterov": 1e-3, "adagrad": 1e-3, "rmsprop": 1e-4, "adam": 3e-4},
+        epochs=4,
+    ),
+}
 
 
 # ---------------------------------------------------------------- learning-rate schedule
@@ -483,6 +512,26 @@ class JobSpec(Strict):
         "webhook secret; an ensemble job notifies once, not per member",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_defaults(cls, data: Any) -> Any:
+        """The preset's optimizer, lr and epochs (PRESET_DEFAULTS) where the spec gives none, written in
+        before the spec is checked, so the checks (eta_min below lr, ...) see what will run."""
+        model = data.get("model") if isinstance(data, dict) else None
+        arch = model.get("arch") if isinstance(model, dict) else getattr(model, "arch", None)
+        if not isinstance(arch, str) or arch not in PRESET_DEFAULTS:
+            return data  # a layer list, or a model that its own validation refuses
+        defaults, data = PRESET_DEFAULTS[arch], dict(data)
+        if "optimizer" not in data and defaults.optimizer is not None:
+            data["optimizer"] = {"type": defaults.optimizer}
+        optimizer = data.get("optimizer")
+        kind = optimizer.get("type") if isinstance(optimizer, dict) else getattr(optimizer, "type", None)
+        if isinstance(kind, str) and kind in defaults.lr:
+            data["optimizer"] = _with_default(optimizer, "lr", defaults.lr[kind])
+        if defaults.epochs is not None:
+            data["training"] = _with_default(data.get("training", {}), "epochs", defaults.epochs)
+        return data
+
     @field_validator("regularization")
     @classmethod
     def _dropout_needs_a_preset(cls, regularization: RegularizationSpec, info: ValidationInfo):
@@ -586,6 +635,15 @@ class JobSpec(Strict):
                 "notify_url": None,  # the ensemble job notifies, once, for all its members
             }
         )
+
+
+def _with_default(part: Any, name: str, value: Any) -> Any:
+    """A spec part (its JSON or its model) with `name` set to `value` unless the client gave it."""
+    if isinstance(part, dict):
+        return part if name in part else {**part, name: value}
+    if isinstance(part, BaseModel) and name not in part.model_fields_set:
+        return part.model_copy(update={name: value})
+    return part  # not a part this spec takes: its own validation says so
 
 
 def _refuse(loc: tuple, message: str, value: object) -> None:

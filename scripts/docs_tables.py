@@ -109,6 +109,17 @@ def model_options() -> str:
     return fields_table({name: _param(ModelSpec.model_fields[name]) for name in options})
 
 
+def preset_defaults() -> str:
+    """Each preset's defaults (the catalog's presets[].defaults): optimizer, lr by optimizer type, epochs."""
+    rows = []
+    for preset in catalog()["presets"]:
+        defaults = preset["defaults"]
+        lrs = ", ".join(f"`{kind}` {lr:g}" for kind, lr in defaults["lr"].items())
+        optimizer, epochs = code(defaults["optimizer"]["type"]), code(defaults["epochs"])
+        rows.append((f"`{preset['name']}`", optimizer, lrs, epochs))
+    return table(("preset", "optimizer", "its `lr`, by optimizer type", "`epochs`"), rows)
+
+
 def layers() -> str:
     return kinds_table(catalog()["layers"])
 
@@ -160,6 +171,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "datasets": datasets,
     "split-options": split_options,
     "model-options": model_options,
+    "preset-defaults": preset_defaults,
     "layers": layers,
     "optimizers": optimizers,
     "schedules": schedules,

@@ -53,6 +53,14 @@ class DatasetChoice(Choice):
     )
 
 
+class PresetDefaults(StoredObject):
+    """What a job on the preset trains with where its spec leaves these out; the stored spec has them."""
+
+    optimizer: dict[str, Any] = Field(description="the optimizer where the spec gives none")
+    lr: dict[str, float] = Field(description="by optimizer type: the lr where the optimizer gives none")
+    epochs: int = Field(description="training.epochs where the spec gives none")
+
+
 class Preset(StoredObject):
     name: str
     description: str
@@ -61,6 +69,7 @@ class Preset(StoredObject):
     default_init: str
     input_size: str
     options: dict[str, Param] = Field(description="the model options a preset takes")
+    defaults: PresetDefaults
 
 
 class CatalogOut(StoredObject):
