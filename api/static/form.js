@@ -242,6 +242,27 @@ export function showSubmitForm(main, { catalog, onSubmitted }) {
     h("div", { class: "form-actions" }, submitButton, lectureButton),
   );
 
+  // A preset's own defaults (GET /v1/catalog presets[].defaults): choosing one fills in its optimizer, lr
+  // and epochs, the values the server would give a spec that left them out (alexnet diverges at lenet5's).
+  const defaultsOf = Object.fromEntries(catalog.presets.map((preset) => [preset.name, preset.defaults]));
+  const input = (path) => form.querySelector(`[data-path="${path}"]`);
+  const presetLr = () => {
+    const defaults = defaultsOf[input("model.arch").value];
+    if (defaults) input("optimizer.lr").value = defaults.lr[input("optimizer.type").value];
+  };
+  const presetChosen = () => {
+    const defaults = defaultsOf[input("model.arch").value];
+    if (!defaults) return;
+    const optimizer = input("optimizer.type");
+    optimizer.value = defaults.optimizer.type;
+    optimizer.dispatchEvent(new Event("change")); // its fields redrawn, then presetLr below
+    input("training.epochs").value = defaults.epochs;
+  };
+  // Registered after each kind block's own listener, so they run once its fields are drawn.
+  input("optimizer.type").addEventListener("change", presetLr);
+  input("model.arch").addEventListener("change", presetChosen);
+  presetChosen();
+
   async function submit(specs) {
     clearErrors(form);
     errorBox.hidden = true;

@@ -48,6 +48,17 @@ def test_form_is_generated_from_the_catalog_and_shows_field_errors(dashboard, st
     expect(dashboard.locator(field("optimizer.lr"))).to_have_value(str(nesterov["lr"]["default"]))
     expect(dashboard.locator(field("optimizer.momentum"))).to_have_value(str(nesterov["momentum"]["default"]))
 
+    # A preset's own defaults, from the catalog: alexnet's optimizer, lr per optimizer and epochs.
+    alexnet = next(p for p in catalog["presets"] if p["name"] == "alexnet")["defaults"]
+    dashboard.select_option(field("model.arch"), "alexnet")
+    expect(dashboard.locator(field("optimizer.type"))).to_have_value(alexnet["optimizer"]["type"])
+    expect(dashboard.locator(field("optimizer.lr"))).to_have_value(str(alexnet["optimizer"]["lr"]))
+    expect(dashboard.locator(field("training.epochs"))).to_have_value(str(alexnet["epochs"]))
+    dashboard.select_option(field("optimizer.type"), "sgd")
+    expect(dashboard.locator(field("optimizer.lr"))).to_have_value(str(alexnet["lr"]["sgd"]))
+    dashboard.select_option(field("model.arch"), "lenet5")
+    expect(dashboard.locator(field("optimizer.type"))).to_have_value("sgd")
+
     def job_ids() -> list[str]:
         return [job["id"] for job in stack.http.get("/v1/jobs", params={"limit": 100}).json()["items"]]
 
