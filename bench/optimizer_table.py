@@ -39,24 +39,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from bench.reporters import ValAccuracies  # noqa: E402
 from models.catalog import catalog  # noqa: E402
 from models.datasets import load_splits  # noqa: E402
 from models.spec import JobSpec  # noqa: E402
 from worker.training import train  # noqa: E402
-
-
-class ValAccuracies:
-    """A reporter that keeps each epoch's validation accuracy."""
-
-    def __init__(self) -> None:
-        self.val_acc: list[float] = []
-
-    def report(self, points, progress):
-        return None
-
-    def epoch_end(self, state, metrics, progress):
-        self.val_acc.append(metrics["val_acc"])
-        return None
 
 
 def job_spec(optimizer: str, seed: int) -> JobSpec:

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from bench.reporters import ValAccuracies  # noqa: E402
 from models.datasets import load_splits  # noqa: E402
 from models.presets import PRESETS  # noqa: E402
 from models.spec import JobSpec  # noqa: E402
@@ -52,20 +53,6 @@ from worker.reporter import Diverged  # noqa: E402
 from worker.training import train  # noqa: E402
 
 FASHION_EVAL = {"val_fraction": 0.01, "test_fraction": 0.05}  # 600 val and 500 test images
-
-
-class ValAccuracies:
-    """A reporter that keeps each epoch's validation accuracy."""
-
-    def __init__(self) -> None:
-        self.val_acc: list[float] = []
-
-    def report(self, points, progress):
-        return None
-
-    def epoch_end(self, state, metrics, progress):
-        self.val_acc.append(metrics["val_acc"])
-        return None
 
 
 def spec_for(preset: str, dataset: dict, epochs: int | None, seed: int = 0) -> JobSpec:
