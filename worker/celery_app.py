@@ -22,6 +22,16 @@ app.conf.include = ["worker.tasks"]
 app.conf.worker_cancel_long_running_tasks_on_connection_loss = False
 
 _stop_recovery = threading.Event()
+# Held through each recovery round and across every fork of this process (the worker forks a new training
+# process whenever one dies), so a fork never happens mid-round: a child forked while the recovery thread
+# held a lock (a stream's, the log's, a connection pool's) would inherit it held by no thread and hang
+# on it, never starting its next job (tests/faults/test_crash_every_time.py: once in ~6 full-suite runs).
+_recovery_round = threading.Lock()
+os.register_at_fork(
+    before=_recovery_round.acquire,
+    after_in_parent=_recovery_round.release,
+    after_in_child=_recovery_round.release,  # the forking thread, the child's only one, held it
+)
 
 
 @worker_process_init.connect
@@ -65,14 +75,15 @@ def _recovery_loop() -> None:
     settings = get_settings()
     redis_run_id = None
     while not _stop_recovery.is_set():
-        try:
-            recover_lost_jobs(settings)
-        except Exception:  # the database may be briefly away; try again next round
-            log.exception("recovering lost jobs failed")
-        try:
-            redis_run_id = _requeue_if_redis_restarted(redis_run_id)
-        except Exception:  # Redis away: the next round sees it back, with a new run id
-            log.warning("checking whether Redis restarted failed", exc_info=True)
+        with _recovery_round:
+            try:
+                recover_lost_jobs(settings)
+            except Exception:  # the database may be briefly away; try again next round
+                log.exception("recovering lost jobs failed")
+            try:
+                redis_run_id = _requeue_if_redis_restarted(redis_run_id)
+            except Exception:  # Redis away: the next round sees it back, with a new run id
+                log.warning("checking whether Redis restarted failed", exc_info=True)
         _stop_recovery.wait(settings.heartbeat_s)
 
 
