@@ -11,10 +11,18 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import torch
 
 from tests.in_process_api import InProcessApi, stack_settings
 from tests.live_stack import LiveStack
 from trainyard.services import start_private_redis
+
+# make test runs two pytest processes on two cores: torch's intra-op threads (one per core in each by
+# default) would be twice the cores, and small in-process trainings run several times slower fighting
+# over them. The real stacks' processes get one thread each already (tests/live_stack.py).
+_PYTEST_PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _PYTEST_PROCESSES > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _PYTEST_PROCESSES))
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
