@@ -22,7 +22,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from models.datasets import load_splits  # noqa: E402
 from models.ensemble import METHODS, Member, evaluate_ensemble  # noqa: E402
@@ -64,12 +63,18 @@ def measure(train_fraction: float, epochs: int) -> tuple[int, dict[str, dict]]:
         Member(result.model.state_dict(), rebuild_info(spec.member_spec(k), splits, "report", k))
         for k, result in enumerate(results)
     ]
-    train_batches = DataLoader(TensorDataset(splits.train[0]), batch_size=256)
+    # As worker/ensemble_build.py scores an ensemble: inputs made from the stored images a batch at a time.
     evaluations = {
-        method: evaluate_ensemble(members, method, *splits.test, train_batches=train_batches)
+        method: evaluate_ensemble(
+            members,
+            method,
+            *splits.test_raw,
+            train_batches=splits.batches(splits.train_raw[0], 256),
+            inputs=splits.prepare,
+        )
         for method in METHODS
     }
-    return len(splits.train[0]), evaluations
+    return len(splits.train_raw[1]), evaluations
 
 
 def table(rows: list[tuple[str, int, dict[str, dict]]], epochs: int) -> str:
