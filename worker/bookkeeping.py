@@ -19,12 +19,17 @@ from worker.early_stopping import KeptEpoch
 from worker.reporter import DIVERGENCE_FACTOR, Diverged, Reporter, Stopped
 
 
+# Evaluation's batch: on the 2-core dev CPU lenet5 evaluated Fashion-MNIST's validation split 1.5x as fast in
+# batches of 512 as in 1024 (0.22 s against 0.33): the larger batch's activations (19 MB) outgrow the cache.
+EVAL_BATCH_SIZE = 512
+
+
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    batch_size: int = 1024,
+    batch_size: int = EVAL_BATCH_SIZE,
     *,
     eval_flip: bool = False,
     inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
