@@ -24,6 +24,7 @@ from api.routers import (
     jobs,
     prom,
     runs,
+    sweeps,
     webhook_secrets,
     webhooks,
 )
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(webhook_secrets.router)
     app.include_router(ensembles.router)
+    app.include_router(sweeps.router)
     app.include_router(datasets.router)
     app.include_router(catalog.router)
     app.include_router(compare.router)

@@ -14,10 +14,7 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 
 from models.spec import SpecError
-
-
-def field_error(loc: tuple, message: str, value: Any = None, kind: str = "value_error") -> dict[str, Any]:
-    return {"type": kind, "loc": loc, "msg": message, "input": value}
+from store.vetting import field_error
 
 
 def invalid(loc: tuple, message: str, value: Any = None) -> RequestValidationError:

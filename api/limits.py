@@ -10,27 +10,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import SettingsDep
-from api.field_errors import field_error
-from models.cnn import ModelSummary
-from models.datasets import data_bytes
 from models.spec import JobSpec
-from store import egress, jobs
+from store import jobs
 from store.settings import Settings
-from store.states import JobKind, JobStatus
+from store.states import TRAINING_KINDS, JobStatus
 from store.tables import Job
+from store.vetting import over_limit
 
 # Retry-After when no running training has an estimate yet (all queued, or none past its first epoch):
 # long enough not to be a busy loop, short enough for digits-sized jobs, which finish in seconds.
 UNKNOWN_WAIT_S = 30
 LONGEST_WAIT_S = 3600
-
-
-def _over(loc: tuple, value: int, limit: int, setting: str, what: str, part: str = "body") -> dict[str, Any]:
-    """One error as FastAPI reports a field over its `le` bound, naming the setting that set it."""
-    message = f"{what} is {value:,}; at most {limit:,} ({setting})"
-    return field_error((part, *loc), message, value, kind="less_than_equal") | {
-        "ctx": {"le": limit, "setting": setting}
-    }
 
 
 def page_size(default: int) -> Any:
@@ -44,65 +34,19 @@ def page_size(default: int) -> Any:
         limit: Annotated[int, Query(ge=1, description="items per page, at most max_page_size")] = default,
     ) -> int:
         if limit > settings.max_page_size:
-            error = _over(("limit",), limit, settings.max_page_size, "max_page_size", "limit", part="query")
+            max_size = settings.max_page_size
+            error = over_limit(("limit",), limit, max_size, "max_page_size", "limit", part="query")
             raise RequestValidationError([error])
         return limit
 
     return Depends(limit_within_max_page_size)
 
 
-def job_limit_errors(spec: JobSpec, summary: ModelSummary, settings: Settings) -> list[dict[str, Any]]:
-    """Every limit the job exceeds, as 422 errors; the network's size as built on the meta device."""
-    members = spec.ensemble.members
-    checks = [
-        (("training", "epochs"), spec.training.epochs, settings.max_epochs, "max_epochs", "epochs"),
-        (
-            ("training", "batch_size"),
-            spec.training.batch_size,
-            settings.max_batch_size,
-            "max_batch_size",
-            "the batch size",
-        ),
-        (("ensemble", "members"), members, settings.max_members, "max_members", "the number of members"),
-        (("model",), summary.params, settings.max_params, "max_params", "the parameter count"),
-        (
-            ("model",),
-            summary.flops_per_sample,
-            settings.max_flops,
-            "max_flops",
-            "the FLOPs per sample (forward pass)",
-        ),
-    ]
-    return [_over(*check) for check in checks if check[1] > check[2]]
-
-
-def dataset_memory_errors(spec: JobSpec, settings: Settings) -> list[dict[str, Any]]:
-    """A dataset whose images would not fit a training process's memory (max_dataset_bytes), as a 422.
-
-    The bytes are those the worker holds (models.datasets.data_bytes), counted from the specs and the
-    known dataset sizes: nothing is loaded, so a million-image job is refused as fast as a small one.
-    """
-    needed = data_bytes(spec.dataset, spec.model, settings.data_dir)
-    if needed <= settings.max_dataset_bytes:
-        return []
-    what = "the memory its images take in a training process, in bytes,"
-    return [_over(("dataset",), needed, settings.max_dataset_bytes, "max_dataset_bytes", what)]
-
-
-def notify_url_errors(spec: JobSpec, settings: Settings) -> list[dict[str, Any]]:
-    """A notify_url the worker may not POST to (a private address: store/egress.py), as a 422."""
-    url = str(spec.notify_url) if spec.notify_url else None
-    refused = url and egress.refusal(url, allow_private=settings.webhook_allow_private, resolve=False)
-    if not refused:
-        return []
-    return [field_error(("body", "notify_url"), refused, url)]
-
-
 def ensemble_limit_errors(members: int, settings: Settings) -> list[dict[str, Any]]:
     """POST /v1/ensembles: every member is loaded to predict, so their number is bounded too."""
     if members <= settings.max_members:
         return []
-    return [_over(("members",), members, settings.max_members, "max_members", "the number of members")]
+    return [over_limit(("members",), members, settings.max_members, "max_members", "the number of members")]
 
 
 def refuse_over_active_jobs(session: Session, tenant: str, spec: JobSpec, settings: Settings) -> None:
@@ -139,7 +83,7 @@ def _retry_after_s(session: Session, tenant: str) -> int:
     frees its slot sooner, so this is an upper bound, and a client that retries then is not early.
     """
     query = select(Job.progress).where(
-        Job.tenant == tenant, Job.kind == JobKind.TRAIN, Job.status == JobStatus.RUNNING
+        Job.tenant == tenant, Job.kind.in_(TRAINING_KINDS), Job.status == JobStatus.RUNNING
     )
     etas = [p.get("eta_s") for p in session.scalars(query) if p]
     known = [eta for eta in etas if isinstance(eta, int | float) and eta >= 0]

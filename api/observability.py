@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from store import streams
 from store.queue import QUEUE
-from store.states import TERMINAL, JobKind, JobStatus
+from store.states import TERMINAL, TRAINING_KINDS, JobKind, JobStatus
 from store.tables import Job
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class JobsCollector(Collector):
 
     @staticmethod
     def _running_jobs(session: Session) -> list[tuple[str, int]]:
-        running = (Job.status == JobStatus.RUNNING, Job.kind == JobKind.TRAIN)
+        running = (Job.status == JobStatus.RUNNING, Job.kind.in_(TRAINING_KINDS))
         rows = session.execute(select(Job.id, Job.spec).where(*running))
         return [(job_id, int(spec["training"]["batch_size"])) for job_id, spec in rows]
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from models.sweeps import best_trial, importances
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_serializer
 
 from api.pages import Page
 from models.cnn import ModelSummary
 from models.spec import JobSpec
+from store import sweeps
 from store.ensembles import member_ref
-from store.states import EnsembleStatus, JobKind, JobStatus
-from store.tables import Ensemble, Job, Run
+from store.states import EnsembleStatus, JobKind, JobStatus, SweepStatus
+from store.tables import Ensemble, Job, Run, Sweep, SweepTrial
 
 
 class UtcModel(BaseModel):
@@ -135,7 +137,9 @@ class MemberOut(BaseModel):
 class JobOut(UtcModel):
     id: str
     name: str
-    kind: JobKind = Field(description='"train" (one model) or "ensemble" (members, then an ensemble)')
+    kind: JobKind = Field(
+        description='"train" (one model), "ensemble" (members, then an ensemble) or "trial" (a sweep\'s)'
+    )
     status: JobStatus
     tags: list[str] = Field(default_factory=list, description="the spec's tags, sorted")
     spec: JobSpec = Field(description="the job's spec as accepted, defaults filled in")
@@ -297,4 +301,82 @@ class RunPage(Page[RunOut]):
 
 
 class EnsemblePage(Page[EnsembleOut]):
+    pass
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+class TrialOut(BaseModel):
+    """One point of a sweep and the job that tries it (readable at /v1/jobs/{job_id})."""
+
+    number: int
+    job_id: str | None = Field(description="null for a point refused before it ran (see error)")
+    params: dict[str, Any] = Field(description="the value at each of the space's paths")
+    status: str = Field(description="the job's status (pruned: stopped early by the sweep), or refused")
+    objective: float | None = Field(
+        description="the sweep's objective (val_acc or val_loss): of the kept weights once succeeded, of "
+        "the latest epoch before that and when pruned"
+    )
+    epochs: int = Field(description="the epochs the trial has reported")
+    error: str | None
+
+    @classmethod
+    def of(cls, trial: SweepTrial, objective: str) -> TrialOut:
+        return cls(
+            number=trial.number,
+            job_id=trial.job_id,
+            params=trial.params,
+            status=sweeps.trial_status(trial),
+            objective=sweeps.trial_objective(trial, objective),
+            epochs=sweeps.trial_epochs(trial),
+            error=trial.error if trial.job is None else trial.job.error,
+        )
+
+
+class SweepOut(UtcModel):
+    id: str
+    name: str
+    status: SweepStatus
+    method: str
+    objective: str
+    max_trials: int
+    parallelism: int
+    spec: dict[str, Any] = Field(description="the request as sent")
+    trials: list[TrialOut]
+    trial_epochs: int = Field(description="the epochs all trials trained, together: what the sweep cost")
+    best: TrialOut | None = Field(description="the best succeeded trial by the objective")
+    importances: dict[str, float] | None = Field(
+        None, description="each parameter's importance (Optuna's fANOVA), once two trials have succeeded"
+    )
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, sweep: Sweep, *, with_importances: bool = False) -> SweepOut:
+        spec = sweeps.sweep_spec(sweep)
+        trials = [TrialOut.of(trial, spec.objective) for trial in sweep.trials]
+        records = [sweeps.trial_record(trial, spec.objective) for trial in sweep.trials]
+        best = best_trial(spec, records)
+        return cls(
+            id=sweep.id,
+            name=sweep.name,
+            status=sweep.status,
+            method=spec.method,
+            objective=spec.objective,
+            max_trials=spec.max_trials,
+            parallelism=spec.parallelism,
+            spec=sweep.spec,
+            trials=trials,
+            trial_epochs=sum(trial.epochs for trial in trials),
+            best=trials[best.number] if best is not None else None,
+            importances=importances(spec, sweep.id, records) if with_importances else None,
+            error=sweep.error,
+            created_at=sweep.created_at,
+            finished_at=sweep.finished_at,
+        )
+
+
+class SweepPage(Page[SweepOut]):
     pass

@@ -1,6 +1,7 @@
-"""Submitting work: a job (POST /v1/jobs) or an ensemble of stored runs (POST /v1/ensembles).
+"""Submitting work: a job (POST /v1/jobs), an ensemble of stored runs (POST /v1/ensembles) or a sweep
+(POST /v1/sweeps).
 
-Both go one way down. A repeated Idempotency-Key replays the first answer. The request is checked
+All go one way down. A repeated Idempotency-Key replays the first answer. The request is checked
 (spec errors and limits as 422s at their field, the tenant's quota as a 429) before anything is stored.
 The row and the kept answer commit in one transaction; then the task is sent, and if the broker is away
 the row is taken back with a 503, so that nothing waits forever for a worker that will never hear of it.
@@ -11,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Any
 
 from fastapi import HTTPException, Response, status
 from fastapi.exceptions import RequestValidationError
+from models.sweeps import SweepSpec
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -21,19 +24,16 @@ from api.field_errors import spec_errors_as_422
 from api.idempotency import Idempotent, commit_or_replay
 from api.job_view import present_job
 from api.limits import (
-    dataset_memory_errors,
     ensemble_limit_errors,
-    job_limit_errors,
-    notify_url_errors,
     refuse_over_active_jobs,
 )
 from api.resources import ApiResources
-from api.schemas import EnsembleIn, EnsembleOut
-from models.cnn import inspect_model
-from models.datasets import ensure_available
+from api.schemas import EnsembleIn, EnsembleOut, SweepOut
 from models.ensemble import Member, check_members
 from models.spec import JobSpec, SpecError
-from store import ensembles, jobs, queue, uploads
+from store import ensembles, jobs, queue, sweeps
+from store.states import JobKind
+from store.vetting import vet_spec
 
 
 @dataclass(frozen=True)
@@ -80,19 +80,11 @@ def submit_job(
 def _create_job(session: Session, resources: ApiResources, tenant: str, spec: JobSpec) -> Created:
     settings = resources.settings
     with spec_errors_as_422():
-        uploads.check_dataset_access(session, spec.dataset, tenant)  # before its file is read
-        # Built on the meta device: shapes and sizes are known before anything is stored or queued.
-        summary = inspect_model(spec, settings.data_dir)
-        ensure_available(spec.dataset, settings.data_dir)
-        errors = (
-            job_limit_errors(spec, summary, settings)
-            + dataset_memory_errors(spec, settings)  # an upload's header is read: inside, for its 422
-            + notify_url_errors(spec, settings)
-        )
-    if errors:
-        raise RequestValidationError(errors)
+        vetted = vet_spec(session, spec, tenant, settings)
+    if vetted.errors:
+        raise RequestValidationError(vetted.errors)
     refuse_over_active_jobs(session, tenant, spec, settings)
-    job = jobs.create_job(session, spec, summary=asdict(summary), tenant=tenant)
+    job = jobs.create_job(session, spec, summary=asdict(vetted.summary), tenant=tenant)
     return Created(
         answer=present_job(job, session, resources.redis),
         location=f"/v1/jobs/{job.id}",
@@ -126,6 +118,42 @@ def _create_ensemble(session: Session, resources: ApiResources, tenant: str, bod
         location=f"/v1/ensembles/{ensemble.id}",
         enqueue=lambda: queue.enqueue_build_ensemble(ensemble.id, celery=resources.producer),
         take_back=lambda: session.delete(ensemble),
+    )
+
+
+def submit_sweep(
+    session: Session,
+    resources: ApiResources,
+    tenant: str,
+    spec: SweepSpec,
+    request: dict[str, Any],
+    idempotency_key: str | None,
+) -> Created | Response:
+    """The sweep and its first trials, vetted and queued; a space with no valid point is a 422 at it."""
+    ttl_s = resources.settings.idempotency_ttl_s
+    idempotent = Idempotent.of(session, tenant, "sweeps", idempotency_key, spec, ttl_s)
+    create = partial(_create_sweep, session, resources, tenant, spec, request)
+    return submit(session, idempotent, status.HTTP_201_CREATED, create)
+
+
+def _create_sweep(
+    session: Session, resources: ApiResources, tenant: str, spec: SweepSpec, request: dict[str, Any]
+) -> Created:
+    with spec_errors_as_422():
+        spec.check_points()
+    sweep = sweeps.create_sweep(session, spec, request, tenant)
+    topped = sweeps.top_up(session, sweep.id, resources.settings)
+    created = topped.created if topped is not None else []
+
+    def enqueue() -> None:
+        for job_id in created:
+            queue.enqueue_job(job_id, JobKind.TRIAL, celery=resources.producer)
+
+    return Created(
+        answer=SweepOut.of(sweep),
+        location=f"/v1/sweeps/{sweep.id}",
+        enqueue=enqueue,
+        take_back=lambda: sweeps.delete_sweep(session, sweep.id),
     )
 
 

@@ -10,15 +10,23 @@ from sqlalchemy.orm import Session, selectinload
 
 from models.spec import JobSpec
 from store import pages, webhooks
-from store.states import ACTIVE, JobKind, JobStatus
+from store.states import ACTIVE, TRAINING_KINDS, JobKind, JobStatus
 from store.tables import CurvePoint, Job, JobTag, Run, utcnow
 
 # The `arch` filter's name for a job whose model is a layer list rather than a preset.
 CUSTOM_ARCH = "custom"
 
 
-def create_job(session: Session, spec: JobSpec, summary: dict[str, Any], tenant: str = "default") -> Job:
-    """A job row; an ensemble job also gets one child TRAIN job per member, all queued together."""
+def create_job(
+    session: Session,
+    spec: JobSpec,
+    summary: dict[str, Any],
+    tenant: str = "default",
+    kind: JobKind = JobKind.TRAIN,
+) -> Job:
+    """A job row; an ensemble job also gets one child TRAIN job per member, all queued together.
+
+    `kind` TRIAL: the job is a sweep's trial (a sweep never samples an ensemble: see models.sweeps)."""
     members = spec.ensemble.members
     job = Job(
         tenant=tenant,
@@ -26,7 +34,7 @@ def create_job(session: Session, spec: JobSpec, summary: dict[str, Any], tenant:
         spec=spec.model_dump(mode="json"),
         summary=summary,
         status=JobStatus.QUEUED,
-        kind=JobKind.ENSEMBLE if members > 1 else JobKind.TRAIN,
+        kind=JobKind.ENSEMBLE if members > 1 else kind,
         progress={},
         metrics={},
         tags=[JobTag(tag=tag) for tag in spec.tags],
@@ -187,8 +195,8 @@ def stored_points(session: Session, job_id: str) -> list[dict[str, Any]]:
 
 def count_active(session: Session, tenant: str) -> int:
     """Queued plus running trainings of a tenant: a job counts one, an ensemble job one per member."""
-    # Rows of kind TRAIN are the work a worker does; an ensemble job's own row only waits for them.
+    # Rows of the training kinds are the work a worker does; an ensemble job's own row only waits for them.
     query = select(func.count()).where(
-        Job.tenant == tenant, Job.kind == JobKind.TRAIN, Job.status.in_(ACTIVE)
+        Job.tenant == tenant, Job.kind.in_(TRAINING_KINDS), Job.status.in_(ACTIVE)
     )
     return session.scalar(query) or 0

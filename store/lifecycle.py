@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from store import webhooks
-from store.states import ACTIVE, TERMINAL, JobKind, JobStatus, StopReason
+from store.states import ACTIVE, TERMINAL, TRAINING_KINDS, JobKind, JobStatus, StopReason
 from store.tables import Checkpoint, CurvePoint, Job, Run, utcnow
 
 
@@ -31,6 +31,7 @@ class Claim:
     attempt: int
     spec: dict[str, Any]
     member: int = 0  # which member of its ensemble job, if it is one
+    kind: JobKind = JobKind.TRAIN  # TRIAL: a sweep's trial, whose epochs its sweep's pruner hears
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -88,7 +89,7 @@ def claim(session: Session, job_id: str, lease_s: float) -> Claim | None:
     )
     if result.rowcount != 1:
         return None
-    return Claim(job_id=job_id, attempt=attempt, spec=job.spec, member=job.member)
+    return Claim(job_id=job_id, attempt=attempt, spec=job.spec, member=job.member, kind=job.kind)
 
 
 def heartbeat(session: Session, claim: Claim) -> StopReason | None:
@@ -228,7 +229,8 @@ def queued_jobs(session: Session) -> list[tuple[str, str]]:
 
 def find_lost_jobs(session: Session, lease_s: float) -> list[Job]:
     # An ensemble job trains nothing itself and has no heartbeat: its members are the jobs that get lost.
-    running = session.scalars(select(Job).where(Job.status == JobStatus.RUNNING, Job.kind == JobKind.TRAIN))
+    query = select(Job).where(Job.status == JobStatus.RUNNING, Job.kind.in_(TRAINING_KINDS))
+    running = session.scalars(query)
     return [job for job in running if is_lost(job, lease_s)]
 
 

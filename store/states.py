@@ -26,6 +26,7 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PRUNED = "pruned"  # a sweep's trial stopped early by its pruner: worse than its peers at that epoch
 
     @property
     def ended(self) -> bool:
@@ -34,7 +35,7 @@ class JobStatus(StrEnum):
 
 
 # The states a job never leaves.
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED})
 # The states of a job that still counts against its tenant's active limit, and can be cancelled.
 ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 
@@ -45,11 +46,32 @@ class StopReason(StrEnum):
     SHUTDOWN = "shutdown"  # the worker is shutting down (SIGTERM): the job is handed back
     LOST = "lost"  # the attempt lost its lease: another worker owns the job now
     CANCELLED = "cancelled"  # a client cancelled the job
+    PRUNED = "pruned"  # the job is a sweep's trial and its sweep's pruner stopped it
 
 
 class JobKind(StrEnum):
     TRAIN = "train"  # one model, trained by a worker
     ENSEMBLE = "ensemble"  # several members, each a child TRAIN job, and an ensemble built from them
+    TRIAL = "trial"  # one model, trained by a worker, as one point of a sweep (sweep_id)
+
+
+# The kinds whose row trains one model itself (an ensemble job's row only waits for its members): these are
+# claimed, heartbeat, get lost and recovered, and count against their tenant's active trainings.
+TRAINING_KINDS = frozenset({JobKind.TRAIN, JobKind.TRIAL})
+
+
+# A sweep's trial whose point was refused before it ran (an invalid spec, a limit): it has no job, and this
+# stands in for its job's status.
+REFUSED = "refused"
+
+
+class SweepStatus(StrEnum):
+    """A sweep's state (store/sweeps.py): running until its last trial has ended or it is cancelled."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # every trial has ended and at least one succeeded
+    FAILED = "failed"  # every trial has ended and none succeeded
+    CANCELLED = "cancelled"
 
 
 class EnsembleStatus(StrEnum):

@@ -1,5 +1,5 @@
-"""ORM tables: jobs and their tags, runs, curves, checkpoints, ensembles, webhooks and their secrets, API
-keys, datasets, idempotency."""
+"""ORM tables: jobs and their tags, runs, curves, checkpoints, ensembles, sweeps and their trials, webhooks
+and their secrets, API keys, datasets, idempotency."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Int
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from store.states import DeliveryStatus, EnsembleStatus, JobKind, JobStatus
+from store.states import DeliveryStatus, EnsembleStatus, JobKind, JobStatus, SweepStatus
 
 
 def utcnow() -> datetime:
@@ -132,6 +132,54 @@ class Ensemble(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     finished_at: Mapped[datetime | None]
     tenant: Mapped[str] = mapped_column(String(64), default="default", server_default="default", index=True)
+
+
+class Sweep(Base):
+    """A hyperparameter search (POST /v1/sweeps): its request, and whether it is still running.
+
+    Its trials are SweepTrial rows. Optuna decides what to try next and what to prune from a study rebuilt
+    in memory from those rows each time (store/sweeps.py), so this schema holds the whole search.
+    """
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    spec: Mapped[dict[str, Any]]  # the request as validated (models.sweeps.SweepSpec), base spec as sent
+    status: Mapped[SweepStatus] = mapped_column(StateColumn(SweepStatus), default=SweepStatus.RUNNING)
+    error: Mapped[str | None] = mapped_column(Text)
+    # Bumped by every change to the set of trials: a compare-and-set on it lets only one of two processes
+    # topping the sweep up at the same moment add trials, on SQLite and PostgreSQL alike.
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
+
+    trials: Mapped[list[SweepTrial]] = relationship(
+        order_by="SweepTrial.number", cascade="all, delete-orphan"
+    )
+
+
+class SweepTrial(Base):
+    """One point of a sweep: its parameters and the training job that tries them.
+
+    A point refused before it ran (its spec invalid, over a limit) has no job and says why in `error`.
+    The trial's state and objective are its job's (status, metrics); it keeps the objective of each
+    epoch as the job reported it (`epoch_objectives`), for the pruner.
+    """
+
+    __tablename__ = "sweep_trials"
+
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)  # Optuna's trial number: 0, 1, ...
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    params: Mapped[dict[str, Any]]
+    epoch_objectives: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"<epoch>": objective}
+    system_attrs: Mapped[dict[str, Any]] = mapped_column(default=dict)  # what Optuna's sampler/pruner kept
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    job: Mapped[Job | None] = relationship()
 
 
 class CurvePoint(Base):

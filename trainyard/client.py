@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 from httpx_sse import SSEError, connect_sse
 
-from store.states import EnsembleStatus
+from store.states import EnsembleStatus, SweepStatus
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Arrays up to this many numbers go as JSON (readable in logs); larger ones as .npy, 4 bytes a number.
@@ -206,6 +206,41 @@ class TrainyardClient:
                 raise TimeoutError(f"ensemble {ensemble_id} is still building after {timeout:.0f} s")
             time.sleep(poll)
         return ensemble
+
+    # ---- sweeps
+
+    def create_sweep(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """A sweep (`base`, `space`, `method`, ...): its first trials are queued at once."""
+        return self._create("/v1/sweeps", body, idempotency_key)
+
+    def sweeps(self, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        """One page of sweeps, newest first: {"items": [...], "next_cursor": ...}."""
+        return self._page("/v1/sweeps", limit, cursor)
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        """The sweep with its trials, best trial and parameter importances."""
+        return self._request("GET", f"/v1/sweeps/{sweep_id}")
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """Cancel the sweep and its queued and running trials; the sweep as it is now."""
+        return self._request("POST", f"/v1/sweeps/{sweep_id}/cancel")
+
+    def wait_sweep(self, sweep_id: str, timeout: float = 3600, poll: float = 1.0) -> dict[str, Any]:
+        """The sweep once it has ended (succeeded, failed or cancelled)."""
+        deadline = time.monotonic() + timeout
+        while (sweep := self.sweep(sweep_id))["status"] == SweepStatus.RUNNING:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sweep {sweep_id} is still running after {timeout:.0f} s")
+            time.sleep(poll)
+        return sweep
+
+    def ensemble_from_sweep(
+        self, sweep_id: str, select: str = "greedy", size: int = 5, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """An ensemble of a sweep's succeeded trials: the `size` best (top_k) or Caruana's greedy selection
+        on the validation split (greedy; a trial may be chosen more than once)."""
+        body = {"from_sweep": sweep_id, "select": select, "size": size}
+        return self._create("/v1/ensembles", body, idempotency_key)
 
     def predict(
         self, ensemble_id: str, inputs: Any, npy: bool | None = None, tta: str | None = None

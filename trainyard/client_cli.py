@@ -52,6 +52,9 @@ def register(app: typer.Typer) -> None:
         app.command(rich_help_panel=PANEL)(command)
     app.add_typer(ensemble_app, name="ensemble", rich_help_panel=PANEL)
     app.add_typer(dataset_app, name="dataset", rich_help_panel=PANEL)
+    from trainyard.sweep_cli import sweep_app  # it imports this module's helpers
+
+    app.add_typer(sweep_app, name="sweep", rich_help_panel=PANEL)
 
 
 def emit_json(document: Any) -> None:

@@ -18,9 +18,8 @@ from store.streams import Point
 from worker.early_stopping import KeptEpoch
 from worker.reporter import DIVERGENCE_FACTOR, Diverged, Reporter, Stopped
 
-
-# Evaluation's batch: on the 2-core dev CPU lenet5 evaluated Fashion-MNIST's validation split 1.5x as fast in
-# batches of 512 as in 1024 (0.22 s against 0.33): the larger batch's activations (19 MB) outgrow the cache.
+# Evaluation's batch: on the 2-core dev CPU lenet5 evaluated Fashion-MNIST's validation split 1.5x as fast
+# in batches of 512 as in 1024 (0.22 s against 0.33): the larger batch's activations (19 MB) overflow cache.
 EVAL_BATCH_SIZE = 512
 
 

@@ -1,5 +1,5 @@
 """Requeue jobs whose worker was lost, fail those that have used their attempts, finish stalled ensembles,
-send the webhook deliveries that are due, delete finished jobs older than the retention."""
+top sweeps up, send the webhook deliveries that are due, delete finished jobs older than the retention."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from store.queue import enqueue_finish_ensemble, enqueue_job, enqueue_training
 from store.settings import Settings
 from store.states import JobStatus
 from store.tables import utcnow
+from worker.sweeps import top_up_running_sweeps
 from worker.webhooks import send_due_webhooks
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ def recover_lost_jobs(settings: Settings) -> list[str]:
     for job_id in to_finish:
         log.warning("ensemble job %s: all members ended but the job did not; finishing it", job_id)
         enqueue_finish_ensemble(job_id)
+    try:
+        top_up_running_sweeps()
+    except Exception:  # as below: the database may be away; the next round tries again
+        log.exception("topping up sweeps failed")
     try:
         send_due_webhooks(settings)
     except Exception:  # whatever fails here must not stop the recovery of jobs, next round included

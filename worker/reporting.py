@@ -9,12 +9,12 @@ from pathlib import Path
 import redis
 
 from models.spec import JobSpec
-from store import lifecycle, streams
+from store import lifecycle, streams, sweeps
 from store.artifacts import TrainingState, job_dir, save_checkpoint
 from store.db import session_scope
 from store.lifecycle import Claim
 from store.settings import Settings, get_settings
-from store.states import JobStatus, StopReason
+from store.states import JobKind, JobStatus, StopReason
 from store.tables import Checkpoint
 from worker import shutdown
 
@@ -74,10 +74,14 @@ class JobReporter:
         reason = self.report(epoch_points, progress, status)
         checkpoint = Checkpoint(job_id=self.claim.job_id, epoch=state.epoch, step=state.step, path=str(path))
         job_metrics = metrics | ({"dropped_points": self.dropped_points} if self.dropped_points else {})
+        pruned = False
         with session_scope() as session:
             owned = lifecycle.record_epoch(
                 session, self.claim, progress=progress, metrics=job_metrics, checkpoint=checkpoint
             )
+            if owned and self.claim.kind == JobKind.TRIAL:
+                # In the transaction that records the epoch: a resumed attempt re-reports it, no harm.
+                pruned = sweeps.record_trial_epoch(session, self.claim.job_id, state.epoch, metrics)
             stale = (
                 lifecycle.prune_checkpoints(
                     session, self.claim.job_id, self.settings.keep_checkpoints, self.snapshot_epochs
@@ -87,7 +91,12 @@ class JobReporter:
             )
         for stale_path in stale:
             Path(stale_path).unlink(missing_ok=True)
-        return reason or (None if owned else StopReason.LOST)
+        if reason or not owned:
+            return reason or StopReason.LOST
+        if pruned:
+            log.info("job %s: pruned by its sweep after epoch %d", self.claim.job_id, state.epoch)
+            return StopReason.PRUNED
+        return None
 
 
 def announce_status(client: redis.Redis, job_id: str, status: dict[str, str]) -> None:

@@ -20,12 +20,13 @@ from store.db import session_scope
 from store.lifecycle import Claim, Outcome
 from store.queue import enqueue_training
 from store.settings import Settings, get_settings
-from store.states import JobStatus, StopReason
+from store.states import JobKind, JobStatus, StopReason
 from store.tables import Job, Run
 from worker.engine import pick_device
 from worker.ensemble_build import build_ensemble
 from worker.reporter import Diverged, Stopped
 from worker.reporting import JobReporter, announce_status
+from worker.sweeps import top_up_sweep_of
 from worker.training import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,10 @@ def failure_outcome(claim: Claim, exc: Exception) -> Outcome | StopReason:
     """How an attempt that raised ends: an Outcome that ends the job, or the reason it stopped without
     ending it (SHUTDOWN: its worker hands it back; LOST: another worker owns it now)."""
     if isinstance(exc, Stopped):
-        return Outcome(JobStatus.CANCELLED) if exc.reason == StopReason.CANCELLED else exc.reason
+        # Cancelled or pruned, the job ends so, keeping its last epoch's metrics; shut down or lost, it
+        # does not end here.
+        ending = {StopReason.CANCELLED: JobStatus.CANCELLED, StopReason.PRUNED: JobStatus.PRUNED}
+        return Outcome(ending[exc.reason]) if exc.reason in ending else exc.reason
     if isinstance(exc, Diverged):
         return Outcome(JobStatus.FAILED, error=str(exc))
     # A bug or bad data: the job fails with the reason, the worker lives on.
@@ -173,6 +177,8 @@ def end_attempt(claim: Claim, client: redis.Redis, outcome: Outcome | StopReason
     except redis.RedisError as exc:  # followers read the outcome from SQL; the keys expire another time
         log.warning("job %s: Redis away after the job ended: %s", claim.job_id, exc)
     log.info("job %s: %s", claim.job_id, outcome.status if finished else "lost before it could finish")
+    if finished and claim.kind == JobKind.TRIAL:
+        top_up_sweep_of(claim.job_id)  # the next trial starts now, on this worker if it is free
     return outcome.status if finished else None
 
 
