@@ -1,0 +1,87 @@
+"""Sweeps through the service: trials are jobs a worker trains, a pruned trial ends early and its worker
+starts the next one at once, and followers hear the sweep move until it is done."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from tests.factories import lenet_spec, training
+
+EPOCHS = 4
+# Two rates that learn digits and two that barely move in 4 epochs: whichever order the grid takes them
+# in (seeded), a slow one that runs after a fast one has ended is far below its median and is pruned.
+GOOD, BAD = [0.1, 0.05], [1e-4, 1.1e-4]
+
+
+def sweep_body(**fields: Any) -> dict[str, Any]:
+    return {
+        "name": "pruned lr search",
+        "base": lenet_spec(training=training(epochs=EPOCHS)),
+        "space": {"optimizer.lr": {"choice": GOOD + BAD}},
+        "method": "grid",
+        "parallelism": 1,
+        "early_stopping": {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+        "seed": 0,
+    } | fields
+
+
+def wait_sweep(stack, sweep_id: str, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sweep = stack.http.get(f"/v1/sweeps/{sweep_id}").json()
+        if sweep["status"] != "running":
+            return sweep
+        time.sleep(0.2)
+    raise TimeoutError(f"sweep {sweep_id} still running: {sweep}\n{stack.diagnostics()}")
+
+
+def moment(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def test_a_pruned_trial_stops_early_and_its_worker_starts_the_next_within_seconds(stack):
+    response = stack.http.post("/v1/sweeps", json=sweep_body())
+    assert response.status_code == 201, response.text
+    sweep = wait_sweep(stack, response.json()["id"])
+    assert sweep["status"] == "succeeded", sweep
+    trials = sweep["trials"]
+    assert len(trials) == 4 and sweep["trial_epochs"] == sum(t["epochs"] for t in trials)
+
+    pruned = [trial for trial in trials if trial["status"] == "pruned"]
+    assert pruned, [(t["params"], t["status"], t["objective"]) for t in trials]
+    for trial in pruned:
+        assert trial["params"]["optimizer.lr"] in BAD
+        assert trial["epochs"] < EPOCHS
+        job = stack.job(trial["job_id"])
+        assert job["status"] == "pruned" and job["progress"]["epoch"] == trial["epochs"]
+        assert job["runs"] == []  # a pruned trial keeps no model
+        if trial["number"] + 1 < len(trials):  # the next trial started on the freed worker at once
+            following = stack.job(trials[trial["number"] + 1]["job_id"])
+            gap = moment(following["started_at"]) - moment(job["finished_at"])
+            assert gap.total_seconds() < 5, gap
+    assert sweep["best"]["params"]["optimizer.lr"] in GOOD
+    assert sweep["best"]["objective"] == max(t["objective"] for t in trials if t["status"] == "succeeded")
+    assert set(sweep["importances"] or {"optimizer.lr": 1.0}) == {"optimizer.lr"}
+
+
+def test_a_follower_hears_the_sweep_move_then_done(stack):
+    body = sweep_body(space={"optimizer.lr": {"choice": [0.1]}}, early_stopping=None, name="followed")
+    sweep = stack.http.post("/v1/sweeps", json=body).json()
+    events = []
+    with stack.http.stream("GET", f"/v1/sweeps/{sweep['id']}/events", timeout=120) as stream:
+        event = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((event, json.loads(line.removeprefix("data: "))))
+                if event == "done":
+                    break
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"sweep"}
+    statuses = [data["trials"][0]["status"] for _, data in events if data["trials"]]
+    assert statuses[-1] == "succeeded" and len(set(statuses)) >= 2  # it moved while followed
+    assert events[-1][1]["status"] == "succeeded"
