@@ -189,9 +189,10 @@ class SweepSpec(Strict):
     )
     method: Literal["grid", "random", "tpe"] = Field(
         "tpe",
-        description="grid: every combination of choice domains, in order (paths sorted, the last varying "
-        "fastest); random: independent uniform draws; tpe: Optuna's Tree-structured Parzen Estimator, "
-        "random for its first trials, then drawn towards the best so far",
+        description="grid: every combination of choice domains, in an order shuffled by the seed (so a "
+        "max_trials below the grid's size tries a random part of it); random: independent draws; tpe: "
+        "Optuna's Tree-structured Parzen Estimator, random for its first trials, then drawn towards the "
+        "best so far",
     )
     max_trials: int | None = Field(
         None, ge=1, le=MAX_TRIALS, description=f"default: grid, its size; random and tpe, {DEFAULT_TRIALS}"
