@@ -12,11 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any
 
 from fastapi import HTTPException, Response, status
 from fastapi.exceptions import RequestValidationError
-from models.sweeps import SweepSpec
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -31,6 +29,7 @@ from api.resources import ApiResources
 from api.schemas import EnsembleIn, EnsembleOut, SweepOut
 from models.ensemble import Member, check_members
 from models.spec import JobSpec, SpecError
+from models.sweeps import SweepSpec
 from store import ensembles, jobs, queue, sweeps
 from store.states import JobKind
 from store.vetting import vet_spec
@@ -126,22 +125,19 @@ def submit_sweep(
     resources: ApiResources,
     tenant: str,
     spec: SweepSpec,
-    request: dict[str, Any],
     idempotency_key: str | None,
 ) -> Created | Response:
     """The sweep and its first trials, vetted and queued; a space with no valid point is a 422 at it."""
     ttl_s = resources.settings.idempotency_ttl_s
     idempotent = Idempotent.of(session, tenant, "sweeps", idempotency_key, spec, ttl_s)
-    create = partial(_create_sweep, session, resources, tenant, spec, request)
+    create = partial(_create_sweep, session, resources, tenant, spec)
     return submit(session, idempotent, status.HTTP_201_CREATED, create)
 
 
-def _create_sweep(
-    session: Session, resources: ApiResources, tenant: str, spec: SweepSpec, request: dict[str, Any]
-) -> Created:
+def _create_sweep(session: Session, resources: ApiResources, tenant: str, spec: SweepSpec) -> Created:
     with spec_errors_as_422():
         spec.check_points()
-    sweep = sweeps.create_sweep(session, spec, request, tenant)
+    sweep = sweeps.create_sweep(session, spec, tenant)
     topped = sweeps.top_up(session, sweep.id, resources.settings)
     created = topped.created if topped is not None else []
 

@@ -12,12 +12,12 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from models.sweeps import SweepSpec, TrialRecord, next_trial, should_prune
 from optuna.trial import TrialState
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from models.spec import SpecError
+from models.sweeps import SweepSpec, TrialRecord, next_trial, should_prune
 from store import jobs, pages
 from store.settings import Settings
 from store.states import ACTIVE, REFUSED, JobKind, JobStatus, SweepStatus
@@ -89,9 +89,12 @@ def list_sweeps(
     return pages.page(session, query, listing="sweeps", sort=SWEEP_ORDER, limit=limit, cursor=cursor)
 
 
-def create_sweep(session: Session, spec: SweepSpec, request: dict[str, Any], tenant: str) -> Sweep:
-    """The sweep's row, running, with no trials yet (top_up adds them). `request` is the body as sent."""
+def create_sweep(session: Session, spec: SweepSpec, tenant: str) -> Sweep:
+    """The sweep's row, running, with no trials yet (top_up adds them)."""
     name = spec.name or f"{spec.method} sweep of {', '.join(spec.space)}"
+    # Dumped with its base as the client sent it (SweepSpec keeps it), so the stored sweep reloads to the
+    # same points, each with the preset defaults of its own values.
+    request = spec.model_dump(mode="json")
     sweep = Sweep(tenant=tenant, name=name[:120], spec=request, status=SweepStatus.RUNNING, revision=0)
     session.add(sweep)
     session.flush()

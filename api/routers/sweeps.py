@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.sse import EventSourceResponse, format_sse_event
-from models.sweeps import SweepSpec
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +20,7 @@ from api.limits import page_size
 from api.pages import CursorQuery, bad_cursor_as_422
 from api.resources import ApiResources
 from api.schemas import SweepOut, SweepPage
+from models.sweeps import SweepSpec
 from store import streams, sweeps
 from store.states import SweepStatus
 from store.tables import Sweep
@@ -30,12 +30,6 @@ router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(c
 # How often a follower's sweep is read from SQL: a sweep moves at the pace of its trials' epochs.
 FOLLOW_EVERY_S = 1.0
 RETRY_MS = 2000
-
-
-async def json_body(request: Request) -> dict[str, Any]:
-    """The body as sent (Starlette keeps it after FastAPI has parsed it into the SweepSpec): the sweep keeps
-    its base spec as the client wrote it, so that each point gets the preset defaults of its own values."""
-    return await request.json()
 
 
 def _sweep_or_404(session: Session, sweep_id: str, tenant: str) -> Sweep:
@@ -48,7 +42,6 @@ def _sweep_or_404(session: Session, sweep_id: str, tenant: str) -> Sweep:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepOut)
 def create_sweep(
     spec: SweepSpec,
-    request: Annotated[dict[str, Any], Depends(json_body)],
     response: Response,
     session: SessionDep,
     resources: ResourcesDep,
@@ -57,7 +50,7 @@ def create_sweep(
 ) -> SweepOut | Response:
     """Search `space` around `base`: its first `parallelism` trials are queued now, each a job of kind
     trial, and each trial that ends starts the next until `max_trials` have run."""
-    submitted = submissions.submit_sweep(session, resources, tenant, spec, request, idempotency_key)
+    submitted = submissions.submit_sweep(session, resources, tenant, spec, idempotency_key)
     if isinstance(submitted, Response):
         return submitted  # the first answer to this Idempotency-Key
     response.headers["Location"] = submitted.location

@@ -7,12 +7,12 @@ import contextlib
 from typing import Any
 
 import pytest
-from models.sweeps import SweepSpec
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from models.spec import JobSpec
+from models.sweeps import SweepSpec
 from store import sweeps
 from store.settings import Settings
 from store.states import REFUSED, JobKind, JobStatus, SweepStatus
@@ -33,7 +33,7 @@ def settings(tmp_path) -> Settings:
 
 
 def create(session: Session, body: dict[str, Any], tenant: str = "default") -> str:
-    sweep = sweeps.create_sweep(session, SweepSpec.model_validate(body), body, tenant)
+    sweep = sweeps.create_sweep(session, SweepSpec.model_validate(body), tenant)
     session.commit()
     return sweep.id
 
@@ -86,8 +86,9 @@ def test_a_grid_sweep_tries_each_point_once_with_parallelism_trials_at_a_time(en
     assert max(records, key=lambda r: r.value).params == {"optimizer.lr": 0.1}
 
 
-def test_a_refused_point_is_recorded_with_its_reason_and_the_sweep_goes_on(engine, settings):
+def test_a_refused_point_is_recorded_with_its_reason_and_the_sweep_goes_on(engine, tmp_path):
     # Dropout 1.5 is no probability, and 500 epochs are over max_epochs: each refused as a job would be.
+    settings = Settings(home=tmp_path, database_url=None, max_epochs=100)
     body = request(
         space={"regularization.dropout": {"choice": [0.0, 1.5]}, "training.epochs": {"choice": [2, 500]}},
         parallelism=4,
@@ -108,7 +109,7 @@ def test_a_refused_point_is_recorded_with_its_reason_and_the_sweep_goes_on(engin
 
 def test_a_sweep_whose_trials_all_fail_ends_failed(engine, settings):
     with Session(engine) as session:
-        sweep_id = create(session, request(space={"optimizer.lr": {"choice": [0.1]}}))
+        sweep_id = create(session, request(space={"optimizer.lr": {"choice": [0.1]}}, parallelism=1))
     [job_id] = top_up(engine, sweep_id, settings).created
     end_trial(engine, job_id, JobStatus.FAILED)
     assert top_up(engine, sweep_id, settings).ended == SweepStatus.FAILED
@@ -129,13 +130,14 @@ def test_a_top_up_that_read_before_another_committed_adds_nothing(engine, settin
     with Session(engine) as session:
         sweep_id = create(session, request())
     with Session(engine) as stale:
-        sweeps.get_sweep(stale, sweep_id)  # read at revision 0, as a concurrent top-up would have
+        read_early = sweeps.get_sweep(stale, sweep_id)  # at revision 0, as a concurrent top-up would have
         assert len(top_up(engine, sweep_id, settings).created) == 2  # another process, committed
         # PostgreSQL: the compare-and-set finds the revision moved. SQLite: the stale snapshot may not
         # write at all. Either way nothing is added.
         with contextlib.suppress(OperationalError):
             assert sweeps.top_up(stale, sweep_id, settings) is None
         stale.rollback()
+        del read_early
     assert len(read(engine, sweep_id)[1]) == 2
 
 
