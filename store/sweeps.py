@@ -94,7 +94,7 @@ def create_sweep(session: Session, spec: SweepSpec, tenant: str) -> Sweep:
     name = spec.name or f"{spec.method} sweep of {', '.join(spec.space)}"
     # Dumped with its base as the client sent it (SweepSpec keeps it), so the stored sweep reloads to the
     # same points, each with the preset defaults of its own values.
-    request = spec.model_dump(mode="json")
+    request = spec.model_dump(mode="json", exclude_none=True)  # None knobs of other pruners are refused
     sweep = Sweep(tenant=tenant, name=name[:120], spec=request, status=SweepStatus.RUNNING, revision=0)
     session.add(sweep)
     session.flush()

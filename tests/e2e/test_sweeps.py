@@ -11,9 +11,10 @@ from typing import Any
 from tests.factories import lenet_spec, training
 
 EPOCHS = 4
-# Two rates that learn digits and two that barely move in 4 epochs: whichever order the grid takes them
-# in (seeded), a slow one that runs after a fast one has ended is far below its median and is pruned.
+# Two rates that learn digits and two that barely move in 4 epochs. Seed 4 shuffles the grid to fast, fast,
+# slow, slow: each slow one is then far below the fast ones' median at its first epoch, and pruned.
 GOOD, BAD = [0.1, 0.05], [1e-4, 1.1e-4]
+SEED = 4
 
 
 def sweep_body(**fields: Any) -> dict[str, Any]:
@@ -24,7 +25,7 @@ def sweep_body(**fields: Any) -> dict[str, Any]:
         "method": "grid",
         "parallelism": 1,
         "early_stopping": {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
-        "seed": 0,
+        "seed": SEED,
     } | fields
 
 
@@ -50,10 +51,11 @@ def test_a_pruned_trial_stops_early_and_its_worker_starts_the_next_within_second
     trials = sweep["trials"]
     assert len(trials) == 4 and sweep["trial_epochs"] == sum(t["epochs"] for t in trials)
 
+    assert [t["params"]["optimizer.lr"] for t in trials] == GOOD + BAD[::-1]
     pruned = [trial for trial in trials if trial["status"] == "pruned"]
-    assert pruned, [(t["params"], t["status"], t["objective"]) for t in trials]
+    # The slow ones for sure; the second fast one too, if it is behind the first at its first epoch.
+    assert {t["params"]["optimizer.lr"] for t in pruned} >= set(BAD), [(t["params"], t["status"]) for t in trials]
     for trial in pruned:
-        assert trial["params"]["optimizer.lr"] in BAD
         assert trial["epochs"] < EPOCHS
         job = stack.job(trial["job_id"])
         assert job["status"] == "pruned" and job["progress"]["epoch"] == trial["epochs"]
