@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 from optuna.distributions import (
@@ -60,13 +60,6 @@ __all__ = [
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-State = Literal["running", "complete", "pruned", "fail"]
-OPTUNA_STATES: dict[str, TrialState] = {
-    "running": TrialState.RUNNING,
-    "complete": TrialState.COMPLETE,
-    "pruned": TrialState.PRUNED,
-    "fail": TrialState.FAIL,  # failed, cancelled or refused: samplers leave them out
-}
 SEED_STRIDE = 1_000_003  # above max_trials: two (seed, number) pairs share a sampler seed only modulo 2**32
 
 
@@ -76,11 +69,16 @@ class TrialRecord:
 
     number: int
     params: dict[str, Any]
-    state: State
+    # Optuna's own states: RUNNING (queued or training), COMPLETE, PRUNED, or FAIL (failed, cancelled or
+    # refused: the samplers leave those out).
+    state: TrialState
     # The objective: of the kept weights when complete, of the last epoch when pruned.
     value: float | None = None
     values: dict[int, float] = field(default_factory=dict)  # epoch (from 1) -> objective, as reported
     system_attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.state = TrialState(self.state)  # an int read back from JSON is Optuna's state again
 
 
 def next_trial(spec: SweepSpec, sweep_id: str, trials: list[TrialRecord]) -> TrialRecord | None:
@@ -93,7 +91,7 @@ def next_trial(spec: SweepSpec, sweep_id: str, trials: list[TrialRecord]) -> Tri
     asked = study.ask(fixed_distributions=distributions(spec))
     frozen = study.get_trials(deepcopy=False)[asked.number]
     params = {path: asked.params[path] for path in spec.space}
-    return TrialRecord(number, params, "running", system_attrs=dict(frozen.system_attrs))
+    return TrialRecord(number, params, TrialState.RUNNING, system_attrs=dict(frozen.system_attrs))
 
 
 def should_prune(
@@ -102,7 +100,7 @@ def should_prune(
     """Whether running trial `number`, its values reported up to its latest epoch, stops now; and its
     system_attrs after the pruner's writes (ASHA's rungs), to be stored."""
     record = _by_number(trials, number)
-    if spec.early_stopping is None or record.state != "running" or not record.values:
+    if spec.early_stopping is None or record.state != TrialState.RUNNING or not record.values:
         return False, dict(record.system_attrs)
     study = _replayed(spec, sweep_id, trials, optuna.samplers.RandomSampler(seed=0))  # nothing is sampled
     prune = study.pruner.prune(study, study.get_trials(deepcopy=False)[number])
@@ -112,7 +110,7 @@ def should_prune(
 def importances(spec: SweepSpec, sweep_id: str, trials: list[TrialRecord]) -> dict[str, float] | None:
     """Each path's share of the objective's variance over the complete trials (fANOVA, seeded so it
     repeats), summing to 1; None where it cannot say (fewer than 2 complete trials, no variance)."""
-    complete = [t for t in trials if t.state == "complete" and _finite(t.value)]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and _finite(t.value)]
     if len(complete) < 2:
         return None
     study = optuna.create_study(study_name=sweep_id, direction=spec.direction)
@@ -131,7 +129,7 @@ def importances(spec: SweepSpec, sweep_id: str, trials: list[TrialRecord]) -> di
 def best_trial(spec: SweepSpec, trials: list[TrialRecord]) -> TrialRecord | None:
     """The complete trial with the best objective (val_acc highest, val_loss lowest); ties: lower number."""
     sign = -1.0 if spec.direction == "maximize" else 1.0
-    complete = [t for t in trials if t.state == "complete" and _finite(t.value)]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and _finite(t.value)]
     return min(complete, key=lambda t: (sign * t.value, t.number), default=None)
 
 
@@ -208,7 +206,7 @@ def _replayed(
 def _frozen(spec: SweepSpec, record: TrialRecord) -> optuna.trial.FrozenTrial:
     known = distributions(spec)
     params = {path: value for path, value in record.params.items() if path in known}
-    state = OPTUNA_STATES[record.state]
+    state = record.state
     steps = {int(epoch): float(value) for epoch, value in record.values.items()}  # JSON keys are strings
     value = record.value
     if state is TrialState.PRUNED and value is None and steps:

@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 import pytest
+from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from models.spec import PRESET_DEFAULTS, SpecError
@@ -29,8 +30,10 @@ def sweep(space: dict[str, Any], **fields: Any) -> SweepSpec:
 
 
 def stored(record: TrialRecord) -> TrialRecord:
-    """The record as read back from the tables (a JSON column turns epoch keys into strings)."""
-    return TrialRecord(**json.loads(json.dumps(dataclasses.asdict(record))))
+    """The record as read back from the tables (a JSON column turns epoch keys into strings); the state is
+    its job's, not stored."""
+    fields = json.loads(json.dumps(dataclasses.asdict(record) | {"state": None}))
+    return TrialRecord(**fields | {"state": record.state})
 
 
 def accuracy(params: dict[str, Any], epoch: int) -> float:
@@ -52,14 +55,15 @@ def run(spec: SweepSpec, sweep_id: str = "s1", epochs: int = 9) -> list[TrialRec
             prune, record.system_attrs = should_prune(spec, sweep_id, trials, record.number)
             if prune:
                 break
-        record.state, record.value = ("pruned" if prune else "complete"), record.values[epoch]
+        record.state = TrialState.PRUNED if prune else TrialState.COMPLETE
+        record.value = record.values[epoch]
         trials[-1] = stored(record)
     return trials
 
 
 def finished(number: int, params: dict[str, Any], curve: list[float], **attrs: Any) -> TrialRecord:
     values = dict(enumerate(curve, start=1))
-    return TrialRecord(number, params, "complete", curve[-1], values, attrs)
+    return TrialRecord(number, params, TrialState.COMPLETE, curve[-1], values, attrs)
 
 
 # ---------------------------------------------------------------- sampling
@@ -70,7 +74,7 @@ def test_grid_enumerates_each_point_once_then_stops():
     assert spec.grid_size() == 6 and spec.max_trials == 6
     trials = []
     while (record := next_trial(spec, "g", trials)) is not None:
-        record.state, record.value = "complete", 0.5
+        record.state, record.value = TrialState.COMPLETE, 0.5
         trials.append(stored(record))
     points = [tuple(t.params.values()) for t in trials]
     assert sorted(points, key=str) == sorted(itertools.product(["sgd", "adam"], [16, 32, 64]), key=str)
@@ -119,11 +123,11 @@ GOOD = [0.6, 0.8, 0.85, 0.9]
 def test_median_prunes_a_clearly_bad_trial_and_keeps_a_good_one():
     spec = sweep(LR, early_stopping={"type": "median"})
     done = [finished(n, {"optimizer.lr": 0.01}, GOOD) for n in range(3)]
-    bad = TrialRecord(3, {"optimizer.lr": 0.5}, "running", values={1: 0.1, 2: 0.12})
-    good = TrialRecord(3, {"optimizer.lr": 0.02}, "running", values={1: 0.6, 2: 0.82})
+    bad = TrialRecord(3, {"optimizer.lr": 0.5}, TrialState.RUNNING, values={1: 0.1, 2: 0.12})
+    good = TrialRecord(3, {"optimizer.lr": 0.02}, TrialState.RUNNING, values={1: 0.6, 2: 0.82})
     assert should_prune(spec, "m", [*done, bad], 3)[0] is True
     assert should_prune(spec, "m", [*done, good], 3)[0] is False
-    first_epoch = TrialRecord(3, {"optimizer.lr": 0.5}, "running", values={1: 0.1})
+    first_epoch = TrialRecord(3, {"optimizer.lr": 0.5}, TrialState.RUNNING, values={1: 0.1})
     assert should_prune(spec, "m", [*done, first_epoch], 3)[0] is False  # n_warmup_steps 2
 
 
@@ -131,16 +135,16 @@ def test_asha_prunes_a_bad_trial_at_its_first_rung_and_keeps_a_good_one():
     spec = sweep(LR, method="random", early_stopping={"type": "asha"})
     trials: list[TrialRecord] = []
     for number, top in enumerate([0.7, 0.8, 0.9]):  # each better than the last: none is pruned
-        record = TrialRecord(number, {"optimizer.lr": 0.01}, "running")
+        record = TrialRecord(number, {"optimizer.lr": 0.01}, TrialState.RUNNING)
         trials.append(record)
         for epoch in range(1, 4):
             record.values[epoch] = top * epoch / 3
             prune, record.system_attrs = should_prune(spec, "a", trials, number)
             assert not prune
-        record.state, record.value = "complete", top
+        record.state, record.value = TrialState.COMPLETE, top
     assert {"completed_rung_0", "completed_rung_1"} <= trials[-1].system_attrs.keys()
-    bad = TrialRecord(3, {"optimizer.lr": 0.9}, "running", values={1: 0.01})
-    good = TrialRecord(3, {"optimizer.lr": 0.01}, "running", values={1: 0.5})
+    bad = TrialRecord(3, {"optimizer.lr": 0.9}, TrialState.RUNNING, values={1: 0.01})
+    good = TrialRecord(3, {"optimizer.lr": 0.01}, TrialState.RUNNING, values={1: 0.5})
     assert should_prune(spec, "a", [*trials, bad], 3) == (True, {"completed_rung_0": 0.01})
     assert should_prune(spec, "a", [*trials, good], 3)[0] is False
     # The pruner's memory is the stored attrs: without them the bad trial has no one to lose to.
@@ -153,12 +157,12 @@ def test_hyperband_prunes_some_trials_of_a_sweep():
     assert spec.early_stopping.max_resource == 10  # the base's epochs
     trials = run(spec, epochs=9)
     states = [t.state for t in trials]
-    assert len(trials) == 12 and "pruned" in states and "complete" in states
+    assert len(trials) == 12 and TrialState.PRUNED in states and TrialState.COMPLETE in states
 
 
 def test_no_early_stopping_never_prunes():
     spec = sweep(LR)
-    bad = TrialRecord(3, {"optimizer.lr": 0.5}, "running", values={1: 0.0, 2: 0.0})
+    bad = TrialRecord(3, {"optimizer.lr": 0.5}, TrialState.RUNNING, values={1: 0.0, 2: 0.0})
     done = [finished(n, {"optimizer.lr": 0.01}, GOOD) for n in range(3)]
     assert should_prune(spec, "n", [*done, bad], 3) == (False, {})
 
@@ -185,11 +189,11 @@ def test_importances_rank_the_path_that_matters():
 
 def test_best_trial_by_either_objective_ties_to_the_lower_number():
     trials = [
-        TrialRecord(0, {"optimizer.lr": 0.1}, "complete", 0.5),
-        TrialRecord(1, {"optimizer.lr": 0.1}, "complete", 0.9),
-        TrialRecord(2, {"optimizer.lr": 0.1}, "complete", 0.9),
-        TrialRecord(3, {"optimizer.lr": 0.1}, "pruned", 0.99),
-        TrialRecord(4, {"optimizer.lr": 0.1}, "running"),
+        TrialRecord(0, {"optimizer.lr": 0.1}, TrialState.COMPLETE, 0.5),
+        TrialRecord(1, {"optimizer.lr": 0.1}, TrialState.COMPLETE, 0.9),
+        TrialRecord(2, {"optimizer.lr": 0.1}, TrialState.COMPLETE, 0.9),
+        TrialRecord(3, {"optimizer.lr": 0.1}, TrialState.PRUNED, 0.99),
+        TrialRecord(4, {"optimizer.lr": 0.1}, TrialState.RUNNING),
     ]
     assert best_trial(sweep(LR), trials).number == 1
     assert best_trial(sweep(LR, objective="val_loss"), trials).number == 0
