@@ -240,6 +240,8 @@ class SweepSpec(Strict):
             elif self.method == "grid" and not isinstance(domain, ChoiceDomain):
                 message = 'grid tries every combination of choice domains: write {"choice": [...]} here'
                 errors.append((("space", path), message, domain.model_dump()))
+        if self.base.ensemble.members > 1:
+            errors.append((("base", "ensemble", "members"), ONE_MODEL, self.base.ensemble.members))
         _refuse(errors)
         return self
 
@@ -365,9 +367,18 @@ class SweepSpec(Strict):
         return best or (next(iter(self.space)) if len(self.space) == 1 else None)
 
 
+# A trial is one training with one objective per epoch; an ensemble job is several, judged together.
+ONE_MODEL = (
+    "a trial trains one model: give members 1, vary training.seed in the space for repeats, and "
+    "build ensembles from the sweep's runs (POST /v1/ensembles with from_sweep)"
+)
+
+
 def _path_problem(path: str, space: dict[str, Any]) -> str | None:
     if path == "name":
         return "each trial is named after the sweep: give the sweep a name instead"
+    if path == "ensemble.members":
+        return ONE_MODEL
     try:
         check_path(path)
     except PathError as exc:

@@ -53,6 +53,7 @@ __all__ = [
     "best_trial",
     "importances",
     "next_trial",
+    "no_trials_left",
     "should_prune",
 ]
 
@@ -84,7 +85,7 @@ class TrialRecord:
 def next_trial(spec: SweepSpec, sweep_id: str, trials: list[TrialRecord]) -> TrialRecord | None:
     """The next point to try, as a running trial numbered len(trials); None once max_trials are made
     (a grid's max_trials is at most its size, so that is also when the grid is exhausted)."""
-    if len(trials) >= spec.max_trials:
+    if no_trials_left(spec, trials):
         return None
     number = len(trials)
     study = _replayed(spec, sweep_id, trials, _sampler(spec, number))
@@ -92,6 +93,11 @@ def next_trial(spec: SweepSpec, sweep_id: str, trials: list[TrialRecord]) -> Tri
     frozen = study.get_trials(deepcopy=False)[asked.number]
     params = {path: asked.params[path] for path in spec.space}
     return TrialRecord(number, params, TrialState.RUNNING, system_attrs=dict(frozen.system_attrs))
+
+
+def no_trials_left(spec: SweepSpec, trials: list[TrialRecord]) -> bool:
+    """Whether next_trial would answer None: a check that asks no sampler."""
+    return len(trials) >= spec.max_trials
 
 
 def should_prune(
@@ -187,7 +193,11 @@ def _pruner(stopping: SweepEarlyStopping | None) -> optuna.pruners.BasePruner:
 def _replayed(
     spec: SweepSpec, sweep_id: str, trials: list[TrialRecord], sampler: optuna.samplers.BaseSampler
 ) -> optuna.Study:
-    """An in-memory study holding `trials`, numbered as stored."""
+    """An in-memory study holding `trials`, numbered as stored.
+
+    Its Hyperband pruner is new, so TPE learns from every bracket's trials (a long-lived Optuna study
+    narrows TPE to the asking trial's bracket once its pruner has pruned once): in a sweep's few
+    trials, the others' results are worth more than the brackets' separation."""
     ordered = sorted(trials, key=lambda t: t.number)
     if [t.number for t in ordered] != list(range(len(ordered))):
         raise ValueError(f"sweep {sweep_id}: trial numbers must run 0..{len(ordered) - 1} without gaps")

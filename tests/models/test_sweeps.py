@@ -17,7 +17,15 @@ from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from models.spec import PRESET_DEFAULTS, SpecError
-from models.sweeps import SweepSpec, TrialRecord, best_trial, importances, next_trial, should_prune
+from models.sweeps import (
+    SweepSpec,
+    TrialRecord,
+    best_trial,
+    importances,
+    next_trial,
+    no_trials_left,
+    should_prune,
+)
 
 BASE = {"dataset": {"name": "digits"}, "model": {"arch": "lenet5"}}
 LR = {"optimizer.lr": {"loguniform": [1e-4, 1.0]}}
@@ -86,7 +94,8 @@ def test_parallel_grid_asks_never_repeat_a_point():
     for _ in range(6):  # every trial still running when the next is asked for
         trials.append(stored(next_trial(spec, "g", trials)))
     assert len({tuple(t.params.values()) for t in trials}) == 6
-    assert next_trial(spec, "g", trials) is None
+    assert next_trial(spec, "g", trials) is None and no_trials_left(spec, trials)
+    assert not no_trials_left(spec, trials[:5])
 
 
 @pytest.mark.parametrize("method", ["random", "tpe"])
@@ -222,6 +231,9 @@ def test_best_trial_by_either_objective_ties_to_the_lower_number():
             ("early_stopping", "reduction_factor"),
         ),
         ({"space": LR, "objective": "test_acc"}, ("objective",)),
+        ({"space": LR, "base": {**BASE, "ensemble": {"members": 3}}}, ("base", "ensemble", "members")),
+        ({"space": {"ensemble.members": {"int": [1, 3]}}}, ("space", "ensemble.members")),
+        ({"space": {"name": {"choice": ["a", "b"]}}}, ("space", "name")),
         (
             {"space": LR, "base": {**BASE, "optimizer": {"type": "sgd", "lr": -1}}},
             ("base", "optimizer", "sgd", "lr"),
