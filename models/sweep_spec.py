@@ -159,7 +159,8 @@ class SweepEarlyStopping(Strict):
     @model_validator(mode="after")
     def _knobs_of_its_type(self) -> SweepEarlyStopping:
         knobs = PRUNER_KNOBS[self.type]
-        foreign = sorted(self.model_fields_set - {"type"} - knobs.keys())
+        given = {name for name in self.model_fields_set if getattr(self, name) is not None}  # a dump's nulls
+        foreign = sorted(given - {"type"} - knobs.keys())
         if foreign:
             message = f"{self.type} takes {', '.join(knobs)}"
             _refuse([((name,), message, getattr(self, name)) for name in foreign])

@@ -303,6 +303,13 @@ def test_each_point_gets_its_optimizers_own_preset_lr():
     assert reloaded.trial_spec({"optimizer.type": "sgd"}, 0) == spec.trial_spec({"optimizer.type": "sgd"}, 0)
 
 
+@pytest.mark.parametrize("stopping", [None, "median", "asha", "hyperband"])
+def test_a_stored_sweep_reads_back_the_same(stopping):
+    early_stopping = {"type": stopping} if stopping else None
+    spec = sweep(GRID, method="grid", max_trials=4, early_stopping=early_stopping, name="n", tags=["t"])
+    assert SweepSpec.model_validate(json.loads(spec.model_dump_json())) == spec
+
+
 def test_a_point_inside_an_omitted_union_keeps_the_bases_member():
     spec = SweepSpec.model_validate({"base": {**BASE, "model": {"arch": "alexnet"}}, "space": LR})
     trial = spec.trial_spec({"optimizer.lr": 0.002}, 0)
