@@ -250,7 +250,10 @@ class SweepSpec(Strict):
     def _resolve_budget(self) -> SweepSpec:
         size = self.grid_size()
         if size is not None and self.max_trials is None and size > MAX_TRIALS:
-            message = f"the grid has {size} points, more than a sweep's {MAX_TRIALS} trials: make it smaller"
+            message = (
+                f"the grid has {size} points, more than a sweep's {MAX_TRIALS} trials: make it smaller, or "
+                "give max_trials to try a random part of it"
+            )
             _refuse([(("space",), message, None)])
         if self.max_trials is None:
             self.max_trials = size if size is not None else DEFAULT_TRIALS

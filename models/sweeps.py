@@ -119,12 +119,11 @@ def importances(spec: SweepSpec, sweep_id: str, trials: list[TrialRecord]) -> di
     complete = [t for t in trials if t.state == TrialState.COMPLETE and _finite(t.value)]
     if len(complete) < 2:
         return None
-    study = optuna.create_study(study_name=sweep_id, direction=spec.direction)
-    for record in complete:
-        study.add_trial(_frozen(spec, record))
-    evaluator = FanovaImportanceEvaluator(seed=spec.seed)
     try:
-        shares = get_param_importances(study, evaluator=evaluator)
+        study = optuna.create_study(study_name=sweep_id, direction=spec.direction)
+        for record in complete:
+            study.add_trial(_frozen(spec, record))
+        shares = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=spec.seed))
     except Exception:  # a display nicety: whatever Optuna cannot rank must not fail the sweep's page
         return None
     if not shares or not all(math.isfinite(share) for share in shares.values()):

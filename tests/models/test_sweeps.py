@@ -194,6 +194,8 @@ def test_importances_rank_the_path_that_matters():
     assert shares["optimizer.lr"] > shares["regularization.dropout"]
     assert importances(sweep(LR | DROPOUT), "s1", trials) == shares  # seeded: it repeats
     assert importances(sweep(LR | DROPOUT), "s1", trials[:1]) is None
+    level = [dataclasses.replace(t, value=0.5) for t in trials]
+    assert importances(sweep(LR | DROPOUT), "s1", level) is None  # nothing to explain
 
 
 def test_best_trial_by_either_objective_ties_to_the_lower_number():
