@@ -31,15 +31,8 @@ from optuna.distributions import (
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from optuna.trial import TrialState
 
-from models.sweep_spec import (
-    ChoiceDomain,
-    Domain,
-    IntDomain,
-    LogUniformDomain,
-    SweepEarlyStopping,
-    SweepSpec,
-    UniformDomain,
-)
+from models.sweep_domains import ChoiceDomain, Domain, IntDomain, LogUniformDomain, UniformDomain
+from models.sweep_spec import SweepEarlyStopping, SweepSpec
 
 __all__ = [
     "ChoiceDomain",
