@@ -10,11 +10,9 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    Discriminator,
     Field,
     PrivateAttr,
     ValidationError,
@@ -22,10 +20,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic import Tag as UnionTag
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from models.spec import JobSpec, SpecError, Strict, Tag
+from models.sweep_domains import ChoiceDomain, Domain
 from models.sweep_paths import PathError, check_path, with_value
 
 MAX_TRIALS = 256
@@ -34,87 +32,6 @@ MAX_TRIALS = 256
 DEFAULT_TRIALS = 16
 MAX_PATHS = 16
 CHECKED_POINTS = 64  # check_points validates at most this many specs (a JobSpec validates in ~0.1 ms)
-
-Scalar = str | int | float | bool | None
-
-# ---------------------------------------------------------------- domains
-# Their checks sit in model validators, so that an error is at ("space", path, "uniform"), not one
-# level deeper at the field of the same name.
-
-
-class ChoiceDomain(Strict):
-    choice: list[Scalar] = Field(description="the values to try (JSON scalars); grid tries every one")
-
-    @model_validator(mode="after")
-    def _distinct_values(self) -> ChoiceDomain:
-        if not self.choice:
-            raise ValueError("a choice needs at least one value")
-        if len(set(self.choice)) != len(self.choice):  # 1, 1.0 and true are one value to Optuna too
-            raise ValueError("the values of a choice must be distinct (1, 1.0 and true count as one)")
-        return self
-
-
-class UniformDomain(Strict):
-    uniform: tuple[float, float] = Field(description="[lo, hi]: a float drawn uniformly, lo < hi")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> UniformDomain:
-        _check_bounds(*self.uniform, strict=True)
-        return self
-
-
-class LogUniformDomain(Strict):
-    loguniform: tuple[float, float] = Field(
-        description="[lo, hi]: a float whose logarithm is drawn uniformly, 0 < lo < hi (learning rates)"
-    )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> LogUniformDomain:
-        lo, hi = self.loguniform
-        if lo <= 0:
-            raise ValueError(f"loguniform needs lo above 0, got {lo}")
-        _check_bounds(lo, hi, strict=True)
-        return self
-
-
-Integer = int  # IntDomain's field is called int, as in the JSON, and hides the builtin in its body
-
-
-class IntDomain(Strict):
-    int: tuple[Integer, Integer] = Field(
-        description="[lo, hi]: an integer drawn uniformly, lo <= hi, both included"
-    )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntDomain:
-        _check_bounds(*self.int, strict=False)
-        return self
-
-
-def _check_bounds(lo: float, hi: float, strict: bool) -> None:
-    if lo > hi or (strict and lo == hi):
-        raise ValueError(f"lo ({lo}) must be {'below' if strict else 'at most'} hi ({hi})")
-
-
-def _domain_kind(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return next(iter(value)) if len(value) == 1 else None
-    return next(iter(type(value).model_fields)) if isinstance(value, BaseModel) else None
-
-
-Domain = Annotated[
-    Annotated[ChoiceDomain, UnionTag("choice")]
-    | Annotated[UniformDomain, UnionTag("uniform")]
-    | Annotated[LogUniformDomain, UnionTag("loguniform")]
-    | Annotated[IntDomain, UnionTag("int")],
-    Discriminator(
-        _domain_kind,
-        custom_error_type="domain",
-        custom_error_message='a domain is one of {"choice": [...]}, {"uniform": [lo, hi]}, '
-        '{"loguniform": [lo, hi]} or {"int": [lo, hi]}',
-    ),
-]
-
 
 # ---------------------------------------------------------------- early stopping
 
@@ -159,7 +76,8 @@ class SweepEarlyStopping(Strict):
     @model_validator(mode="after")
     def _knobs_of_its_type(self) -> SweepEarlyStopping:
         knobs = PRUNER_KNOBS[self.type]
-        foreign = sorted(self.model_fields_set - {"type"} - knobs.keys())
+        given = {name for name in self.model_fields_set if getattr(self, name) is not None}  # a dump's nulls
+        foreign = sorted(given - {"type"} - knobs.keys())
         if foreign:
             message = f"{self.type} takes {', '.join(knobs)}"
             _refuse([((name,), message, getattr(self, name)) for name in foreign])
@@ -240,6 +158,8 @@ class SweepSpec(Strict):
             elif self.method == "grid" and not isinstance(domain, ChoiceDomain):
                 message = 'grid tries every combination of choice domains: write {"choice": [...]} here'
                 errors.append((("space", path), message, domain.model_dump()))
+        if self.base.ensemble.members > 1:
+            errors.append((("base", "ensemble", "members"), ONE_MODEL, self.base.ensemble.members))
         _refuse(errors)
         return self
 
@@ -247,7 +167,10 @@ class SweepSpec(Strict):
     def _resolve_budget(self) -> SweepSpec:
         size = self.grid_size()
         if size is not None and self.max_trials is None and size > MAX_TRIALS:
-            message = f"the grid has {size} points, more than a sweep's {MAX_TRIALS} trials: make it smaller"
+            message = (
+                f"the grid has {size} points, more than a sweep's {MAX_TRIALS} trials: make it smaller, or "
+                "give max_trials to try a random part of it"
+            )
             _refuse([(("space",), message, None)])
         if self.max_trials is None:
             self.max_trials = size if size is not None else DEFAULT_TRIALS
@@ -344,13 +267,13 @@ class SweepSpec(Strict):
             for values in itertools.product(*(domain.choice for domain in domains)):
                 yield dict(zip(self.space, values, strict=True))
             return
-        marks = {path: _marks(domain) for path, domain in self.space.items()}
+        marks = {path: domain.marks() for path, domain in self.space.items()}
         in_step = min(CHECKED_POINTS, max(map(len, marks.values())))
         for k in range(in_step):
             yield {path: values[k % len(values)] for path, values in marks.items()}
         draws = random.Random(self.seed)
         for _ in range(CHECKED_POINTS - in_step):
-            yield {path: _draw(domain, draws) for path, domain in self.space.items()}
+            yield {path: domain.draw(draws) for path, domain in self.space.items()}
 
     def _blamed_path(self, loc: tuple) -> str | None:
         """The space path that a JobSpec error at `loc` is most likely due to: the one sharing the longest
@@ -365,9 +288,18 @@ class SweepSpec(Strict):
         return best or (next(iter(self.space)) if len(self.space) == 1 else None)
 
 
+# A trial is one training with one objective per epoch; an ensemble job is several, judged together.
+ONE_MODEL = (
+    "a trial trains one model: give members 1, vary training.seed in the space for repeats, and "
+    "build ensembles from the sweep's runs (POST /v1/ensembles with from_sweep)"
+)
+
+
 def _path_problem(path: str, space: dict[str, Any]) -> str | None:
     if path == "name":
         return "each trial is named after the sweep: give the sweep a name instead"
+    if path == "ensemble.members":
+        return ONE_MODEL
     try:
         check_path(path)
     except PathError as exc:
@@ -386,30 +318,6 @@ def _shared_fields(path: list[str], loc: list[str]) -> int:
         if shared < len(path) and part == path[shared]:
             shared += 1
     return shared
-
-
-def _marks(domain: Any) -> list[Any]:
-    """A domain's values to check first: every choice, or the ends and middle of a range."""
-    if isinstance(domain, ChoiceDomain):
-        return list(domain.choice)
-    if isinstance(domain, UniformDomain):
-        lo, hi = domain.uniform
-        return [lo, (lo + hi) / 2, hi]
-    if isinstance(domain, LogUniformDomain):
-        lo, hi = domain.loguniform
-        return [lo, math.sqrt(lo * hi), hi]
-    lo, hi = domain.int
-    return sorted({lo, (lo + hi) // 2, hi})
-
-
-def _draw(domain: Any, draws: random.Random) -> Any:
-    if isinstance(domain, ChoiceDomain):
-        return draws.choice(domain.choice)
-    if isinstance(domain, UniformDomain):
-        return draws.uniform(*domain.uniform)
-    if isinstance(domain, LogUniformDomain):
-        return math.exp(draws.uniform(*map(math.log, domain.loguniform)))
-    return draws.randint(*domain.int)
 
 
 def _refuse(errors: list[tuple[tuple, str, Any]]) -> None:

@@ -31,15 +31,8 @@ from optuna.distributions import (
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from optuna.trial import TrialState
 
-from models.sweep_spec import (
-    ChoiceDomain,
-    Domain,
-    IntDomain,
-    LogUniformDomain,
-    SweepEarlyStopping,
-    SweepSpec,
-    UniformDomain,
-)
+from models.sweep_domains import ChoiceDomain, Domain, IntDomain, LogUniformDomain, UniformDomain
+from models.sweep_spec import SweepEarlyStopping, SweepSpec
 
 __all__ = [
     "ChoiceDomain",
@@ -53,6 +46,7 @@ __all__ = [
     "best_trial",
     "importances",
     "next_trial",
+    "no_trials_left",
     "should_prune",
 ]
 
@@ -77,11 +71,14 @@ class TrialRecord:
     values: dict[int, float] = field(default_factory=dict)  # epoch (from 1) -> objective, as reported
     system_attrs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.state = TrialState(self.state)  # an int read back from JSON is Optuna's state again
+
 
 def next_trial(spec: SweepSpec, sweep_id: str, trials: list[TrialRecord]) -> TrialRecord | None:
     """The next point to try, as a running trial numbered len(trials); None once max_trials are made
     (a grid's max_trials is at most its size, so that is also when the grid is exhausted)."""
-    if len(trials) >= spec.max_trials:
+    if no_trials_left(spec, trials):
         return None
     number = len(trials)
     study = _replayed(spec, sweep_id, trials, _sampler(spec, number))
@@ -89,6 +86,11 @@ def next_trial(spec: SweepSpec, sweep_id: str, trials: list[TrialRecord]) -> Tri
     frozen = study.get_trials(deepcopy=False)[asked.number]
     params = {path: asked.params[path] for path in spec.space}
     return TrialRecord(number, params, TrialState.RUNNING, system_attrs=dict(frozen.system_attrs))
+
+
+def no_trials_left(spec: SweepSpec, trials: list[TrialRecord]) -> bool:
+    """Whether next_trial would answer None: a check that asks no sampler."""
+    return len(trials) >= spec.max_trials
 
 
 def should_prune(
@@ -110,12 +112,11 @@ def importances(spec: SweepSpec, sweep_id: str, trials: list[TrialRecord]) -> di
     complete = [t for t in trials if t.state == TrialState.COMPLETE and _finite(t.value)]
     if len(complete) < 2:
         return None
-    study = optuna.create_study(study_name=sweep_id, direction=spec.direction)
-    for record in complete:
-        study.add_trial(_frozen(spec, record))
-    evaluator = FanovaImportanceEvaluator(seed=spec.seed)
     try:
-        shares = get_param_importances(study, evaluator=evaluator)
+        study = optuna.create_study(study_name=sweep_id, direction=spec.direction)
+        for record in complete:
+            study.add_trial(_frozen(spec, record))
+        shares = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=spec.seed))
     except Exception:  # a display nicety: whatever Optuna cannot rank must not fail the sweep's page
         return None
     if not shares or not all(math.isfinite(share) for share in shares.values()):
@@ -184,7 +185,11 @@ def _pruner(stopping: SweepEarlyStopping | None) -> optuna.pruners.BasePruner:
 def _replayed(
     spec: SweepSpec, sweep_id: str, trials: list[TrialRecord], sampler: optuna.samplers.BaseSampler
 ) -> optuna.Study:
-    """An in-memory study holding `trials`, numbered as stored."""
+    """An in-memory study holding `trials`, numbered as stored.
+
+    Its Hyperband pruner is new, so TPE learns from every bracket's trials (a long-lived Optuna study
+    narrows TPE to the asking trial's bracket once its pruner has pruned once): in a sweep's few
+    trials, the others' results are worth more than the brackets' separation."""
     ordered = sorted(trials, key=lambda t: t.number)
     if [t.number for t in ordered] != list(range(len(ordered))):
         raise ValueError(f"sweep {sweep_id}: trial numbers must run 0..{len(ordered) - 1} without gaps")

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from models.spec import SpecError
-from models.sweeps import SweepSpec, TrialRecord, next_trial, should_prune
+from models.sweeps import SweepSpec, TrialRecord, next_trial, no_trials_left, should_prune
 from store import jobs, pages
 from store.settings import Settings
 from store.states import ACTIVE, REFUSED, JobKind, JobStatus, SweepStatus
@@ -94,7 +94,7 @@ def create_sweep(session: Session, spec: SweepSpec, tenant: str) -> Sweep:
     name = spec.name or f"{spec.method} sweep of {', '.join(spec.space)}"
     # Dumped with its base as the client sent it (SweepSpec keeps it), so the stored sweep reloads to the
     # same points, each with the preset defaults of its own values.
-    request = spec.model_dump(mode="json", exclude_none=True)  # None knobs of other pruners are refused
+    request = spec.model_dump(mode="json")
     sweep = Sweep(tenant=tenant, name=name[:120], spec=request, status=SweepStatus.RUNNING, revision=0)
     session.add(sweep)
     session.flush()
@@ -156,7 +156,7 @@ def top_up(session: Session, sweep_id: str, settings: Settings) -> TopUp | None:
         sweep.trials.append(trial)
         records.append(record)
     ended = None
-    if active == 0 and next_trial(spec, sweep.id, records) is None:
+    if active == 0 and no_trials_left(spec, records):
         ended = _end(sweep, records)
     session.flush()
     return TopUp(created, refused, ended)

@@ -17,7 +17,15 @@ from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from models.spec import PRESET_DEFAULTS, SpecError
-from models.sweeps import SweepSpec, TrialRecord, best_trial, importances, next_trial, should_prune
+from models.sweeps import (
+    SweepSpec,
+    TrialRecord,
+    best_trial,
+    importances,
+    next_trial,
+    no_trials_left,
+    should_prune,
+)
 
 BASE = {"dataset": {"name": "digits"}, "model": {"arch": "lenet5"}}
 LR = {"optimizer.lr": {"loguniform": [1e-4, 1.0]}}
@@ -86,7 +94,8 @@ def test_parallel_grid_asks_never_repeat_a_point():
     for _ in range(6):  # every trial still running when the next is asked for
         trials.append(stored(next_trial(spec, "g", trials)))
     assert len({tuple(t.params.values()) for t in trials}) == 6
-    assert next_trial(spec, "g", trials) is None
+    assert next_trial(spec, "g", trials) is None and no_trials_left(spec, trials)
+    assert not no_trials_left(spec, trials[:5])
 
 
 @pytest.mark.parametrize("method", ["random", "tpe"])
@@ -185,6 +194,8 @@ def test_importances_rank_the_path_that_matters():
     assert shares["optimizer.lr"] > shares["regularization.dropout"]
     assert importances(sweep(LR | DROPOUT), "s1", trials) == shares  # seeded: it repeats
     assert importances(sweep(LR | DROPOUT), "s1", trials[:1]) is None
+    level = [dataclasses.replace(t, value=0.5) for t in trials]
+    assert importances(sweep(LR | DROPOUT), "s1", level) is None  # nothing to explain
 
 
 def test_best_trial_by_either_objective_ties_to_the_lower_number():
@@ -222,6 +233,9 @@ def test_best_trial_by_either_objective_ties_to_the_lower_number():
             ("early_stopping", "reduction_factor"),
         ),
         ({"space": LR, "objective": "test_acc"}, ("objective",)),
+        ({"space": LR, "base": {**BASE, "ensemble": {"members": 3}}}, ("base", "ensemble", "members")),
+        ({"space": {"ensemble.members": {"int": [1, 3]}}}, ("space", "ensemble.members")),
+        ({"space": {"name": {"choice": ["a", "b"]}}}, ("space", "name")),
         (
             {"space": LR, "base": {**BASE, "optimizer": {"type": "sgd", "lr": -1}}},
             ("base", "optimizer", "sgd", "lr"),
@@ -289,6 +303,13 @@ def test_each_point_gets_its_optimizers_own_preset_lr():
         assert trial.optimizer.type == kind and trial.optimizer.lr == PRESET_DEFAULTS["alexnet"].lr[kind]
     reloaded = SweepSpec.model_validate(spec.model_dump(mode="json"))  # as stored and read back
     assert reloaded.trial_spec({"optimizer.type": "sgd"}, 0) == spec.trial_spec({"optimizer.type": "sgd"}, 0)
+
+
+@pytest.mark.parametrize("stopping", [None, "median", "asha", "hyperband"])
+def test_a_stored_sweep_reads_back_the_same(stopping):
+    early_stopping = {"type": stopping} if stopping else None
+    spec = sweep(GRID, method="grid", max_trials=4, early_stopping=early_stopping, name="n", tags=["t"])
+    assert SweepSpec.model_validate(json.loads(spec.model_dump_json())) == spec
 
 
 def test_a_point_inside_an_omitted_union_keeps_the_bases_member():
