@@ -243,6 +243,16 @@ class EnsembleIn(BaseModel):
         return [member_ref(m) if isinstance(m, str) else member_ref(**m.model_dump()) for m in self.members]
 
 
+class BestSingle(StoredObject):
+    """The member best on the validation split, scored on the test split beside the ensemble."""
+
+    run_id: str
+    member: int = Field(description="its index among the members (the first, if its run is repeated)")
+    val_acc: float = Field(description="its run's, of the kept weights: what chose it (never the test split)")
+    accuracy: float = Field(description="on the test split, as member_accuracies[member]")
+    gain: float = Field(description="ensemble_accuracy - accuracy")
+
+
 class EnsembleEvaluation(StoredObject):
     """The ensemble and its members on the test split of member 0's dataset (models/ensemble.py)."""
 
@@ -256,6 +266,9 @@ class EnsembleEvaluation(StoredObject):
     mean_member_nll: float | None
     ensemble_nll: float | None
     warnings: list[str] | None = Field(None, description="what makes the result doubtful, if anything")
+    best_single: BestSingle | None = Field(
+        None, description="for members of more than one run: the best single run by validation accuracy"
+    )
 
 
 class EnsembleOut(UtcModel):

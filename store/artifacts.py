@@ -72,6 +72,28 @@ _DTYPES = {
 }
 
 
+def val_predictions_path(weights_path: Path | str) -> Path:
+    """Where a run's validation predictions lie: beside its weights (member-0.safetensors ->
+    member-0.val-predictions.safetensors), derived rather than stored, so every run row finds its own."""
+    weights_path = Path(weights_path)
+    stem = weights_path.name.removesuffix(".safetensors")
+    return weights_path.with_name(f"{stem}.val-predictions.safetensors")
+
+
+def save_val_predictions(path: Path, probs: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any]) -> None:
+    """The kept weights' class probabilities on the validation split (N x classes, float32) and its labels
+    (N, int64): what ensemble selection scores candidates on, without the models or the test split."""
+    _write_atomically(path, {"probs": probs.float(), "labels": labels.long()}, meta)
+
+
+def load_val_predictions(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probs, labels) as save_val_predictions wrote them; FileNotFoundError when there is no file."""
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    tensors, _ = _read(path)
+    return tensors["probs"], tensors["labels"]
+
+
 def load_checkpoint_model(path: Path) -> dict[str, torch.Tensor]:
     """The model's tensors of a checkpoint (a snapshot), without its optimizer state."""
     with safe_open(str(path), framework="pt") as f:

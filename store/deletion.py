@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from models.uploads import stored_path
 from store import jobs, streams
-from store.artifacts import job_dir
+from store.artifacts import job_dir, val_predictions_path
 from store.states import ACTIVE, TERMINAL, EnsembleStatus
 from store.tables import (
     Checkpoint,
@@ -108,7 +108,7 @@ def delete_job(session: Session, job: Job, artifacts_dir: Path) -> Removal:
     removal = Removal(
         paths=[job_dir(artifacts_dir, job_id) for job_id in ids]
         + [Path(path) for path in checkpoints]
-        + [Path(path) for run in runs for path in (run.weights_path, run.averaged_weights_path) if path]
+        + [path for run in runs for path in run_files(run)]
         + [Path(ensemble.weights_path) for ensemble in own if ensemble.weights_path],
         job_ids=ids,
         ensemble_ids=[ensemble.id for ensemble in own],
@@ -123,6 +123,13 @@ def delete_job(session: Session, job: Job, artifacts_dir: Path) -> Removal:
     # Only jobs that have ended: a state a job never leaves, so the check above still holds.
     _delete(session, delete(Job).where(Job.id.in_(ids), Job.status.in_(TERMINAL)))
     return removal
+
+
+def run_files(run: Run) -> list[Path]:
+    """A run's files: its weights, averaged weights and validation predictions (which runs stored before
+    they were kept lack: removing what is not there is harmless)."""
+    paths = [Path(run.weights_path), val_predictions_path(run.weights_path)]
+    return paths + ([Path(run.averaged_weights_path)] if run.averaged_weights_path else [])
 
 
 def ensembles_built_by(session: Session, job_id: str) -> list[Ensemble]:

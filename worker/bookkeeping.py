@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,25 @@ from worker.reporter import DIVERGENCE_FACTOR, Diverged, Reporter, Stopped
 # Evaluation's batch: on the 2-core dev CPU lenet5 evaluated Fashion-MNIST's validation split 1.5x as fast
 # in batches of 512 as in 1024 (0.22 s against 0.33): the larger batch's activations (19 MB) overflow cache.
 EVAL_BATCH_SIZE = 512
+
+
+def batch_log_probs(
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int,
+    eval_flip: bool,
+    inputs: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> Iterator[torch.Tensor]:
+    """The model's log-probabilities over x, batch by batch, as evaluation scores them (see evaluate)."""
+    model.eval()
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size]
+        if inputs is not None:
+            xb = inputs(xb)
+        if eval_flip:
+            yield mean_over_flip(lambda images: model(images).float().softmax(1), xb).log()
+        else:
+            yield model(xb).float().log_softmax(1)
 
 
 @torch.inference_mode()
@@ -40,21 +59,28 @@ def evaluate(
     `eval_flip` (training.augment.eval_flip): of the mean probabilities of each image and its mirror, as
     predictions with ?tta=flip answer; the loss is the cross-entropy of those mean probabilities.
     """
-    model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
-        if inputs is not None:
-            xb = inputs(xb)
-        if eval_flip:
-            log_probs = mean_over_flip(lambda images: model(images).float().softmax(1), xb).log()
-        else:
-            log_probs = model(xb).float().log_softmax(1)
-        target = y[start : start + batch_size]
+    batches = batch_log_probs(model, x, batch_size, eval_flip, inputs)
+    for log_probs, target in zip(batches, y.split(batch_size), strict=True):
         loss_sum += F.nll_loss(log_probs, target, reduction="sum")
         correct += (log_probs.argmax(1) == target).sum()
     return loss_sum.item() / len(x), correct.item() / len(x)
+
+
+@torch.inference_mode()
+def class_probabilities(
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int = EVAL_BATCH_SIZE,
+    *,
+    eval_flip: bool = False,
+    inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The probabilities (N, classes, float32, on x's device) that evaluate scores: what ensemble selection
+    averages (models/ensemble_selection.py)."""
+    batches = batch_log_probs(model, x, batch_size, eval_flip, inputs)
+    return torch.cat([log_probs.exp() for log_probs in batches])
 
 
 class Bookkeeper:

@@ -10,11 +10,13 @@ from typing import Any
 
 from models.datasets import load_splits
 from models.ensemble import EnsemblePredictor, Member, check_members, evaluate_ensemble
+from models.ensemble_selection import top_k
 from store import ensembles
 from store.artifacts import save_weights
 from store.db import session_scope
 from store.settings import get_settings
 from store.states import EnsembleStatus
+from store.tables import Run
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,34 @@ def ensemble_warnings(method: str, refs: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def best_single(
+    refs: list[dict[str, Any]], val_accs: dict[str, float | None], evaluation: dict[str, Any]
+) -> dict[str, Any] | None:
+    """For an ensemble of more than one run: the member best on the validation split (its run's stored
+    val_acc, which is of the weights a plain run ref loads), with its test accuracy from `evaluation`
+    beside the ensemble's. Chosen on validation: the best by test accuracy would flatter the single model.
+    None for one run's snapshots, or when no member is a run's kept weights."""
+    if len({ref["run_id"] for ref in refs}) < 2:
+        return None
+    scored = [
+        (index, val_accs[ref["run_id"]])
+        for index, ref in enumerate(refs)
+        if ref.get("epoch") is None and not ref.get("averaged") and val_accs.get(ref["run_id"]) is not None
+    ]
+    if not scored:
+        return None
+    [best] = top_k([val_acc for _, val_acc in scored], 1, higher_is_better=True)  # ties: the first member
+    member, val_acc = scored[best]
+    accuracy = evaluation["member_accuracies"][member]
+    return {
+        "run_id": refs[member]["run_id"],
+        "member": member,
+        "val_acc": val_acc,
+        "accuracy": accuracy,
+        "gain": evaluation["ensemble_accuracy"] - accuracy,
+    }
+
+
 def build_ensemble(ensemble_id: str) -> BuildOutcome:
     """Evaluate (and for method weights, average) an ensemble once; a repeated call answers the outcome."""
     settings = get_settings()
@@ -58,6 +88,9 @@ def build_ensemble(ensemble_id: str) -> BuildOutcome:
     try:
         with session_scope() as session:
             sources = ensembles.resolve_members(session, refs)
+            val_accs = {
+                ref["run_id"]: (session.get(Run, ref["run_id"]).metrics or {}).get("val_acc") for ref in refs
+            }
         members = [Member(*source.load()) for source in sources]
         check_members(members, method)
         # Member 0's job defines the test split the ensemble is scored on (and the training inputs that
@@ -70,6 +103,8 @@ def build_ensemble(ensemble_id: str) -> BuildOutcome:
         evaluation = evaluate_ensemble(
             members, method, *splits.test_raw, predictor=predictor, inputs=splits.prepare
         )
+        if single := best_single(refs, val_accs, evaluation):
+            evaluation["best_single"] = single
         warnings = ensemble_warnings(method, refs)
         if warnings:
             evaluation["warnings"] = warnings

@@ -15,7 +15,14 @@ from sqlalchemy.orm import Session
 from models.datasets import Splits, load_splits
 from models.spec import JobSpec
 from store import ensembles, lifecycle, streams
-from store.artifacts import TrainingState, job_dir, load_checkpoint, save_weights
+from store.artifacts import (
+    TrainingState,
+    job_dir,
+    load_checkpoint,
+    save_val_predictions,
+    save_weights,
+    val_predictions_path,
+)
 from store.db import session_scope
 from store.lifecycle import Claim, Outcome
 from store.queue import enqueue_training
@@ -126,7 +133,8 @@ def success_outcome(
     settings: Settings,
     extra_metrics: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Store the trained weights (and the averaged ones, if kept) and describe the run."""
+    """Store the trained weights (and the averaged ones, if kept) and the validation predictions, and describe
+    the run."""
     directory = job_dir(settings.artifacts_dir, claim.job_id)
     info = rebuild_info(spec, splits, claim.job_id, member=claim.member)
     weights = directory / "member-0.safetensors"
@@ -136,6 +144,10 @@ def success_outcome(
         averaged = directory / "member-0.averaged.safetensors"
         averaging = spec.ensemble.param_averaging
         save_weights(averaged, result.averaged_model.state_dict(), info | {"averaged": averaging})
+    if result.val_probs is not None:
+        # The split's labels beside the probabilities: selection checks its candidates share one split.
+        meta = {"job_id": claim.job_id, "member": claim.member, "split": "val"}
+        save_val_predictions(val_predictions_path(weights), result.val_probs, splits.val_raw[1], meta)
     # What the engine chose (training.compile "auto" among it) and why, beside the numbers it produced.
     metrics = result.metrics | {"engine": result.engine.report()}
     run = Run(

@@ -27,7 +27,7 @@ from models.spec import JobSpec, TrainingSpec
 from store.artifacts import TrainingState
 from store.states import StopReason
 from worker.averaging import ParameterAverage, averaging_start_epoch, averaging_update, split_averages
-from worker.bookkeeping import Bookkeeper, evaluate
+from worker.bookkeeping import Bookkeeper, class_probabilities, evaluate
 from worker.engine import Engine, EngineFeatures, pick_device
 from worker.reporter import NullReporter, Reporter
 
@@ -41,6 +41,9 @@ class TrainResult:
     engine: EngineFeatures
     # The Polyak or EMA average of the weights (spec.ensemble.param_averaging), a module like `model`.
     averaged_model: nn.Module | None = None
+    # The kept weights' class probabilities on the validation split (N x classes, float32, on the CPU), in
+    # the order of splits.val_raw: what ensemble selection scores trials on (models/ensemble_selection.py).
+    val_probs: torch.Tensor | None = None
 
 
 def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
@@ -312,6 +315,8 @@ def train_trainee(
                 log.eval_flip,
             )
         )
+        # Here, where the kept model and the device's validation images are at hand: no reload later.
+        val_probs = class_probabilities(model, x_val, eval_flip=log.eval_flip, inputs=inputs).cpu()
         results.append(
             TrainResult(
                 model=contiguous(model),
@@ -320,6 +325,7 @@ def train_trainee(
                 seconds=log.elapsed_s(),
                 engine=trainee.features,
                 averaged_model=contiguous(averaged_model) if averaged_model is not None else None,
+                val_probs=val_probs,
             )
         )
     return results

@@ -90,6 +90,32 @@ def test_a_four_member_job_stores_four_runs_and_an_ensemble_that_gains(stack, fo
         evaluation["ensemble_accuracy"] - evaluation["mean_member_accuracy"]
     )
     assert job["metrics"]["test_acc"] == pytest.approx(evaluation["ensemble_accuracy"])
+    # Beside it the best single member, chosen by validation accuracy (the first of equals), never by test.
+    val_accs = [run["metrics"]["val_acc"] for run in job["runs"]]
+    best = val_accs.index(max(val_accs))
+    assert evaluation["best_single"] == {
+        "run_id": job["runs"][best]["id"],
+        "member": best,
+        "val_acc": pytest.approx(val_accs[best]),
+        "accuracy": pytest.approx(accuracies[best]),
+        "gain": pytest.approx(evaluation["ensemble_accuracy"] - accuracies[best]),
+    }
+
+
+def test_a_run_may_be_a_member_more_than_once(stack, four_members):
+    # What greedy selection with replacement answers: a run chosen twice weighs twice in the mean.
+    first, second = (run["id"] for run in four_members["runs"][:2])
+    ensemble = create_ensemble(stack, [first, first, second])
+    assert ensemble["status"] == "ready", ensemble["error"]
+    assert [member["run_id"] for member in ensemble["members"]] == [first, first, second]
+    x, _ = digits_test_split()
+    inputs = {"inputs": x[:16].tolist()}
+    probs = [
+        np.asarray(stack.http.post(f"/v1/runs/{run}/predict", json=inputs).json()["probs"])
+        for run in (first, second)
+    ]
+    answer = stack.http.post(f"/v1/ensembles/{ensemble['id']}/predict", json=inputs).json()
+    assert np.allclose(answer["probs"], (2 * probs[0] + probs[1]) / 3, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["mean_probs", "mean_logits", "weights"])

@@ -367,6 +367,26 @@ def test_mean_logits_evaluation_follows_the_averaged_logits(digits):
     assert report["ensemble_nll"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
 
 
+def test_a_member_repeated_weighs_twice(digits):
+    # Greedy selection with replacement answers a run as often as it chose it: the mean counts each time.
+    splits, members, _ = digits
+    x, y = splits.test
+    a, b = members[0], members[1]
+    with torch.no_grad():
+        pa, pb = (member.build()(x).softmax(1) for member in (a, b))
+    weighted = (2 * pa + pb) / 3
+    check_members([a, a, b], "mean_probs")
+    for path in ("vectorized", "sequential"):
+        probs = EnsemblePredictor([a, a, b], "mean_probs").predict_proba(x, path=path)
+        torch.testing.assert_close(probs, weighted, rtol=1e-5, atol=1e-6)
+    report = evaluate_ensemble([a, a, b], "mean_probs", x, y)
+    assert report["ensemble_accuracy"] == pytest.approx((weighted.argmax(1) == y).sum().item() / len(y))
+    assert (
+        len(report["member_accuracies"]) == 3
+        and report["member_accuracies"][0] == report["member_accuracies"][1]
+    )
+
+
 def test_snapshots_of_one_run_average_their_weights(digits):
     splits, _, snapshots = digits
     x, y = splits.test

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from store import deletion, ensembles
-from store.artifacts import job_dir, save_weights
+from store.artifacts import job_dir, save_val_predictions, save_weights, val_predictions_path
 from store.jobs import create_job
 from store.states import EnsembleStatus, JobStatus
 from store.tables import Checkpoint, CurvePoint, Job, JobTag, Run, WebhookDelivery, utcnow
@@ -43,7 +43,8 @@ def scope_of(sessions: sessionmaker):
 
 
 def finished_job(sessions, artifacts: Path, *, finished_at=OLD, members: int = 1, status=JobStatus.SUCCEEDED):
-    """A job as a worker leaves it: runs with weights files, a checkpoint, a curve, a webhook delivery."""
+    """A job as a worker leaves it: runs with weights and validation predictions files, a checkpoint, a
+    curve, a webhook delivery."""
     spec = job_spec(tags=["old"], ensemble={"members": members})
     with sessions() as session, session.begin():
         job = create_job(session, spec, {})
@@ -53,6 +54,8 @@ def finished_job(sessions, artifacts: Path, *, finished_at=OLD, members: int = 1
         for row in family[1:] if members > 1 else family:
             folder = job_dir(artifacts, row.id)
             save_weights(folder / "weights.safetensors", {"w": torch.zeros(3)}, {})
+            predictions = val_predictions_path(folder / "weights.safetensors")
+            save_val_predictions(predictions, torch.full((4, 2), 0.5), torch.zeros(4), {})
             save_weights(folder / "checkpoint-1.safetensors", {"model.w": torch.zeros(3)}, {})
             session.add(Run(job_id=row.id, seed=0, weights_path=str(folder / "weights.safetensors")))
             session.add(
@@ -139,3 +142,15 @@ def test_two_workers_deleting_the_same_job_at_once_is_harmless(sessions, artifac
         second.commit()
         again.finish()
     assert rows_of(sessions, ids) == 0 and not job_dir(artifacts, job_id).exists()
+
+
+def test_a_deleted_runs_validation_predictions_go_with_its_weights(sessions, artifacts):
+    job_id, _ = finished_job(sessions, artifacts)
+    with sessions() as session, session.begin():
+        [run] = session.get(Job, job_id).runs
+        predictions = val_predictions_path(run.weights_path)
+        assert predictions.is_file()
+        removal = deletion.delete_job(session, session.get(Job, job_id), artifacts)
+    assert predictions in removal.paths  # named, not only swept up with the job's folder
+    removal.finish()
+    assert not predictions.exists()
