@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from models.sweeps import best_trial, importances
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_serializer, model_validator
 
 from api.pages import Page
 from models.cnn import ModelSummary
 from models.spec import JobSpec
+from models.sweeps import best_trial, importances
 from store import sweeps
 from store.ensembles import member_ref
 from store.states import EnsembleStatus, JobKind, JobStatus, SweepStatus
@@ -226,11 +226,23 @@ class MemberRefIn(BaseModel):
 
 
 class EnsembleIn(BaseModel):
+    """Stored runs by id (`members`), or chosen from a sweep's succeeded trials (`from_sweep`)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    members: list[str | MemberRefIn] = Field(
-        min_length=1, max_length=64, description="run ids, or {run_id, epoch | averaged} objects"
+    members: list[str | MemberRefIn] | None = Field(
+        None, min_length=1, max_length=64, description="run ids, or {run_id, epoch | averaged} objects"
     )
+    from_sweep: str | None = Field(
+        None, min_length=1, max_length=64, description="a sweep whose succeeded trials are the candidates"
+    )
+    select: Literal["top_k", "greedy"] = Field(
+        "greedy",
+        description="with from_sweep: the `size` trials best by the sweep's objective (top_k), or Caruana "
+        "et al. 2004 forward selection with replacement on the validation split (greedy: a trial may be "
+        "chosen more than once, and weighs as often); never on the test split",
+    )
+    size: int = Field(5, ge=1, le=64, description="with from_sweep: how many members to choose")
     method: Literal["mean_probs", "mean_logits", "weights"] = Field(
         "mean_probs",
         description="mean_probs: average of the members' softmax outputs; mean_logits: softmax of the "
@@ -239,7 +251,16 @@ class EnsembleIn(BaseModel):
     )
     name: str | None = Field(None, min_length=1, max_length=120)
 
+    @model_validator(mode="after")
+    def _members_or_a_sweep(self) -> EnsembleIn:
+        if (self.members is None) == (self.from_sweep is None):
+            raise ValueError("give either members (run ids) or from_sweep (a sweep's id)")
+        if self.from_sweep is not None and self.method == "weights":
+            raise ValueError("a sweep's trials are independent runs: average their outputs, not weights")
+        return self
+
     def refs(self) -> list[dict[str, Any]]:
+        """The members given by id (from_sweep: see store/ensemble_selection.py)."""
         return [member_ref(m) if isinstance(m, str) else member_ref(**m.model_dump()) for m in self.members]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Any
 
 from fastapi import HTTPException, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +32,7 @@ from models.ensemble import Member, check_members
 from models.spec import JobSpec, SpecError
 from models.sweeps import SweepSpec
 from store import ensembles, jobs, queue, sweeps
+from store.ensemble_selection import select_members
 from store.states import JobKind
 from store.vetting import vet_spec
 
@@ -103,14 +105,19 @@ def submit_ensemble(
 
 
 def _create_ensemble(session: Session, resources: ApiResources, tenant: str, body: EnsembleIn) -> Created:
-    if errors := ensemble_limit_errors(len(body.members), resources.settings):
+    with spec_errors_as_422():
+        refs = body.refs() if body.from_sweep is None else _sweep_refs(session, tenant, body)
+    if errors := ensemble_limit_errors(len(refs), resources.settings):
         raise RequestValidationError(errors)
-    refs = body.refs()
     with spec_errors_as_422():
         sources = ensembles.resolve_members(session, refs, tenant)  # another tenant's run is unknown
         # Shapes and metadata only: no weights are loaded here.
         check_members([_header_member(index, source) for index, source in enumerate(sources)], body.method)
-    name = body.name or f"{body.method} of {len(refs)} members"
+    name = body.name or (
+        f"{body.method} of {len(refs)} members"
+        if body.from_sweep is None
+        else f"{body.select} {len(refs)} of sweep {body.from_sweep}"
+    )
     ensemble = ensembles.create_ensemble(session, name=name, method=body.method, refs=refs, tenant=tenant)
     return Created(
         answer=EnsembleOut.of(ensemble),
@@ -151,6 +158,15 @@ def _create_sweep(session: Session, resources: ApiResources, tenant: str, spec: 
         enqueue=enqueue,
         take_back=lambda: sweeps.delete_sweep(session, sweep.id),
     )
+
+
+def _sweep_refs(session: Session, tenant: str, body: EnsembleIn) -> list[dict[str, Any]]:
+    """The members chosen from the sweep's succeeded trials, on their validation numbers only."""
+    sweep = sweeps.get_sweep(session, body.from_sweep, tenant)  # another tenant's sweep is unknown
+    if sweep is None:
+        raise SpecError(("from_sweep",), f"sweep {body.from_sweep} not found")
+    runs = [run for trial in sweep.trials if trial.job is not None for run in trial.job.runs]
+    return select_members(runs, body.select, body.size, sweeps.sweep_spec(sweep).objective)
 
 
 def _header_member(index: int, source: ensembles.MemberSource) -> Member:

@@ -54,7 +54,8 @@ def test_a_pruned_trial_stops_early_and_its_worker_starts_the_next_within_second
     assert [t["params"]["optimizer.lr"] for t in trials] == GOOD + BAD[::-1]
     pruned = [trial for trial in trials if trial["status"] == "pruned"]
     # The slow ones for sure; the second fast one too, if it is behind the first at its first epoch.
-    assert {t["params"]["optimizer.lr"] for t in pruned} >= set(BAD), [(t["params"], t["status"]) for t in trials]
+    outcomes = [(t["params"], t["status"]) for t in trials]
+    assert {t["params"]["optimizer.lr"] for t in pruned} >= set(BAD), outcomes
     for trial in pruned:
         assert trial["epochs"] < EPOCHS
         job = stack.job(trial["job_id"])
@@ -87,3 +88,38 @@ def test_a_follower_hears_the_sweep_move_then_done(stack):
     statuses = [data["trials"][0]["status"] for _, data in events if data["trials"]]
     assert statuses[-1] == "succeeded" and len(set(statuses)) >= 2  # it moved while followed
     assert events[-1][1]["status"] == "succeeded"
+
+
+def test_an_ensemble_from_a_sweep_reports_the_best_single_trial_beside_it(stack):
+    body = sweep_body(space={"optimizer.lr": {"choice": [0.1, 0.05, 0.02]}}, early_stopping=None, name="pool")
+    sweep = wait_sweep(stack, stack.http.post("/v1/sweeps", json=body).json()["id"])
+    objectives = {stack.job(t["job_id"])["runs"][0]["id"]: t["objective"] for t in sweep["trials"]}
+    for select in ("greedy", "top_k"):
+        choice = {"from_sweep": sweep["id"], "select": select, "size": 2}
+        response = stack.http.post("/v1/ensembles", json=choice)
+        assert response.status_code == 201, response.text
+        ensemble = wait_ensemble(stack, response.json())
+        chosen = [member["run_id"] for member in ensemble["members"]]
+        assert len(chosen) == 2 and set(chosen) <= set(objectives)
+        if select == "top_k":  # the two best on validation
+            assert set(chosen) == set(sorted(objectives, key=objectives.get)[-2:])
+        if len(set(chosen)) > 1:  # chosen on validation, scored on test beside the ensemble
+            best = ensemble["evaluation"]["best_single"]
+            assert objectives[best["run_id"]] == max(objectives[run_id] for run_id in chosen)
+
+
+def wait_ensemble(stack, ensemble: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while ensemble["status"] == "building" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        ensemble = stack.http.get(f"/v1/ensembles/{ensemble['id']}").json()
+    assert ensemble["status"] == "ready", ensemble
+    return ensemble
+
+
+def test_an_ensemble_from_an_unknown_sweep_or_with_members_too_is_422(in_process_api):
+    api = in_process_api
+    unknown = api.http.post("/v1/ensembles", json={"from_sweep": "nope", "size": 2})
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "from_sweep"]
+    both = api.http.post("/v1/ensembles", json={"from_sweep": "nope", "members": ["run"]})
+    assert both.status_code == 422
