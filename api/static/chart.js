@@ -137,7 +137,7 @@ export function createChart(container, options = {}) {
         "label",
         { class: "check chart-log" },
         h("input", { type: "checkbox", checked: logY, onchange: (event) => setLogY(event.target.checked) }),
-        " log y",
+        "log y",
       )
     : null;
   const head = h("div", { class: "chart-head" }, h("h3", { class: "chart-title" }, title), logSwitch);
