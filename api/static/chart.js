@@ -1,7 +1,9 @@
-// Line charts drawn as plain SVG. Hand-written rather than vendored: axes, ticks and a few polylines are
-// ~150 lines, render identically offline, and leave the points countable in the DOM (the browser test
-// reads `data-points`); canvas libraries (Chart.js, uPlot) would hide them and D3 is far larger than this.
-import { formatNumber, h, replaceChildren, s } from "./dom.js";
+// Charts over uPlot (vendored from npm: vendor/uplot/README.md): several series on shared axes, drawn as
+// lines or as points, linear or log axes; drag across the plot to zoom into its x range (a double-click
+// resets it), and the legend shows the values under the cursor. A chart takes whole curves (setData) or
+// points as they arrive (append), and draws at most once per frame however many arrive.
+import uPlot from "./vendor/uplot/uPlot.esm.js";
+import { formatNumber, h } from "./dom.js";
 
 export const PALETTE = [
   "#4f46e5",
@@ -14,26 +16,12 @@ export const PALETTE = [
   "#8d6a9f",
 ];
 
-const WIDTH = 560;
-const HEIGHT = 240;
-const MARGIN = { top: 12, right: 16, bottom: 36, left: 52 };
-
-/** Round tick values covering [min, max]: steps of 1, 2 or 5 times a power of ten. */
-export function niceTicks(min, max, count = 5) {
-  if (!(max > min)) [min, max] = [min - 0.5, max + 0.5];
-  const rough = (max - min) / count;
-  const magnitude = 10 ** Math.floor(Math.log10(rough));
-  const step = [1, 2, 5, 10].map((m) => m * magnitude).find((candidate) => candidate >= rough);
-  const ticks = [];
-  for (let value = Math.floor(min / step) * step; value <= max + step * 1e-9; value += step) {
-    ticks.push(Number(value.toPrecision(12)));
-  }
-  if (ticks[ticks.length - 1] < max) ticks.push(Number((ticks[ticks.length - 1] + step).toPrecision(12)));
-  return ticks;
-}
+const HEIGHT = 220;
+const DASH = [6, 4];
+const DIMMED_ALPHA = 0.35;
 
 // Noisy minibatch losses read better smoothed, as TensorBoard does: a debiased exponential moving average
-// drawn over the faint raw line.
+// drawn over the faint raw line, from enough points for an average to mean something.
 const SMOOTHING = 0.8;
 const SMOOTH_FROM_POINTS = 20;
 
@@ -48,152 +36,266 @@ function smoothed(points) {
   });
 }
 
-function extent(series, axis) {
-  const values = series.flatMap((line) => line.points.map((p) => p[axis])).filter((v) => v !== null);
-  return values.length ? [Math.min(...values), Math.max(...values)] : [0, 1];
+/**
+ * uPlot's table: one x column shared by every series, a row per distinct x (and one per repeat of an x
+ * within a series, so that a scatter keeps every point). A series has `undefined` at the other series'
+ * rows, which uPlot bridges and the cursor skips; its own nulls stay gaps in its line.
+ */
+function alignedTable(columns) {
+  const rows = new Map();
+  columns.forEach((points, column) => {
+    const repeats = new Map();
+    for (const [x, y] of points) {
+      const repeat = repeats.get(x) ?? 0;
+      repeats.set(x, repeat + 1);
+      const key = `${x}#${repeat}`;
+      if (!rows.has(key)) rows.set(key, { x, repeat, ys: Array(columns.length).fill(undefined) });
+      rows.get(key).ys[column] = y;
+    }
+  });
+  const sorted = [...rows.values()].sort((a, b) => a.x - b.x || a.repeat - b.repeat);
+  return [sorted.map((row) => row.x), ...columns.map((_, column) => sorted.map((row) => row.ys[column]))];
 }
 
-/** The SVG path of one series; a null y breaks the line. */
-function linePath(points, x, y) {
-  let path = "";
-  let pen = "M";
-  for (const [px, py] of points) {
-    if (py === null || py === undefined || !Number.isFinite(py)) {
-      pen = "M";
-      continue;
-    }
-    path += `${pen}${x(px).toFixed(1)},${y(py).toFixed(1)}`;
-    pen = "L";
-  }
-  return path;
+/** `value` rounded (down or up, as `round` does) to one digit times a power of ten, where log ticks fall. */
+function roundToDigit(value, round) {
+  const unit = 10 ** Math.floor(Math.log10(value));
+  return Number((round(value / unit) * unit).toPrecision(12));
 }
 
 /**
- * A chart in a container (title, legend, SVG); returns {update(series, options)} to redraw it.
- * series: [{name, label, color, points: [[x, y], ...], markers, dashed, smooth}]
- * options: {title, xLabel, yFormat, xMax (a fixed end of the x axis, e.g. the planned epochs),
- *           yMin, yMax (fixed y bounds; else from the data), empty (text while there is no point)}
+ * An axis' range: the data's, reaching at least `atLeast` (e.g. [0, planned epochs]), widened by `pad`
+ * of its span at an end the data sets. A log axis is widened by a fraction of its decades instead, and
+ * rounded out to a digit times a power of ten so that its ticks fall on round numbers.
  */
-export function createLineChart(container, options = {}) {
-  const svg = s("svg", {
-    viewBox: `0 0 ${WIDTH} ${HEIGHT}`,
-    class: "chart-svg",
-    role: "img",
-    "aria-label": options.title || "chart",
-  });
-  const legend = h("div", { class: "legend" });
-  container.append(
-    h("div", { class: "chart-head" }, h("h3", { class: "chart-title" }, options.title), legend),
-    svg,
-  );
-  const update = (series, overrides = {}) => {
-    draw(svg, series, { ...options, ...overrides });
-    replaceChildren(
-      legend,
-      series.map((line) =>
-        h(
-          "span",
-          { class: "legend-item" },
-          h("i", { class: `swatch${line.dashed ? " dashed" : ""}`, style: `--color: ${line.color}` }),
-          line.label,
-        ),
-      ),
-    );
-  };
-  update([]);
-  return { update, svg };
+function axisRange(min, max, { atLeast = [], log = false, pad = 0 }) {
+  const [floor, ceiling] = atLeast;
+  if (!Number.isFinite(min) || !Number.isFinite(max)) {
+    // Nothing drawn yet: the span the axis covers anyway.
+    [min, max] = log ? [1, 10] : [floor ?? 0, ceiling ?? 1];
+  }
+  if (log) {
+    const [lo, hi] = [Math.log10(min), Math.log10(max)];
+    const margin = hi > lo ? (hi - lo) * pad : 0.1;
+    return [roundToDigit(10 ** (lo - margin), Math.floor), roundToDigit(10 ** (hi + margin), Math.ceil)];
+  }
+  const lo = floor === undefined ? min : Math.min(min, floor);
+  const hi = ceiling === undefined ? max : Math.max(max, ceiling);
+  const margin = hi > lo ? (hi - lo) * pad : Math.abs(hi) * 0.1 || 1;
+  return [lo === floor && hi > lo ? lo : lo - margin, hi === ceiling && hi > lo ? hi : hi + margin];
 }
 
-function draw(svg, series, options) {
-  const yFormat = options.yFormat || ((v) => formatNumber(v, 3));
-  const drawn = series.filter((line) => line.points.length);
-  let [xMin, xMax] = extent(drawn, 0);
-  let [yMin, yMax] = extent(drawn, 1);
-  xMin = Math.min(0, xMin);
-  xMax = Math.max(xMax, options.xMax ?? 0, xMin + 1e-9);
-  yMin = options.yMin ?? Math.min(0, yMin);
-  yMax = options.yMax ?? yMax;
-  const xTicks = niceTicks(xMin, xMax, 6);
-  const yTicks = niceTicks(yMin, yMax, 4);
-  [xMin, xMax] = [xTicks[0], xTicks[xTicks.length - 1]];
-  [yMin, yMax] = [yTicks[0], yTicks[yTicks.length - 1]];
-  const plotW = WIDTH - MARGIN.left - MARGIN.right;
-  const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
-  const x = (v) => MARGIN.left + ((v - xMin) / (xMax - xMin)) * plotW;
-  const y = (v) => MARGIN.top + (1 - (v - yMin) / (yMax - yMin)) * plotH;
+/** A CSS custom property of the page (style.css keeps the charts' colours with the rest). */
+const cssColor = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
-  const grid = [
-    ...yTicks.map((t) => [
-      s("line", { class: "grid", x1: MARGIN.left, x2: WIDTH - MARGIN.right, y1: y(t), y2: y(t) }),
-      s(
-        "text",
-        { class: "tick", x: MARGIN.left - 8, y: y(t), "text-anchor": "end", dy: "0.32em" },
-        yFormat(t),
-      ),
-    ]),
-    ...xTicks.map((t) => [
-      s("line", {
-        class: "tick-mark",
-        x1: x(t),
-        x2: x(t),
-        y1: HEIGHT - MARGIN.bottom,
-        y2: HEIGHT - MARGIN.bottom + 4,
-      }),
-      s(
-        "text",
-        { class: "tick", x: x(t), y: HEIGHT - MARGIN.bottom + 16, "text-anchor": "middle" },
-        formatNumber(t),
-      ),
-    ]),
-    s("line", {
-      class: "axis",
-      x1: MARGIN.left,
-      x2: WIDTH - MARGIN.right,
-      y1: HEIGHT - MARGIN.bottom,
-      y2: HEIGHT - MARGIN.bottom,
-    }),
-    s(
-      "text",
-      { class: "axis-label", x: MARGIN.left + plotW / 2, y: HEIGHT - 4, "text-anchor": "middle" },
-      options.xLabel || "epoch",
-    ),
-  ];
-  const lines = series.map((line) => {
-    const markers = line.markers
-      ? line.points
-          .filter(([, py]) => py !== null)
-          .map(([px, py]) =>
-            s(
-              "circle",
-              { class: "marker", cx: x(px), cy: y(py), r: 3, fill: line.color },
-              s("title", {}, `${line.label}: ${yFormat(py)} at ${formatNumber(px)}`),
-            ),
-          )
-      : [];
-    const smooth = line.smooth && line.points.length >= SMOOTH_FROM_POINTS;
-    return s(
-      "g",
-      { class: "series-group" },
-      s("path", {
-        class: smooth ? "series raw" : "series",
-        d: linePath(line.points, x, y),
-        stroke: line.color,
-        "stroke-dasharray": line.dashed ? "5 4" : null,
-        "data-series": line.name,
-        "data-points": line.points.length,
-      }),
-      smooth
-        ? s("path", { class: "series-smooth", d: linePath(smoothed(line.points), x, y), stroke: line.color })
-        : null,
-      markers,
+function axis(label, format) {
+  return {
+    label,
+    labelSize: label ? 16 : 0,
+    labelGap: 0,
+    labelFont: "11px system-ui, sans-serif",
+    font: "11px system-ui, sans-serif",
+    stroke: cssColor("--muted"),
+    grid: { stroke: cssColor("--chart-grid"), width: 1 },
+    ticks: { stroke: cssColor("--chart-axis"), width: 1, size: 4 },
+    // On a log axis uPlot leaves out (null) the labels of the steps that have no room.
+    values: (u, splits) => splits.map((v) => (v === null ? null : format(v))),
+  };
+}
+
+/**
+ * A chart in `container`: a title, an optional "log y" switch, the plot and its legend.
+ * options: {
+ *   title, xLabel ("epoch"), yLabel, mode ("lines" | "points": a scatter),
+ *   series: [{name (a key, else the label), label, stroke (a colour), dashed, dimmed,
+ *             markers (a dot at each point), smooth (an average over the faint raw line)}],
+ *   logX, logY (log axes; values <= 0 are left out), logYToggle (a switch between linear and log y),
+ *   xMin, xMax, yMin, yMax (ends an axis reaches at least, e.g. 0 and the planned epochs),
+ *   yFormat (a number's text on the y axis and in the legend), empty (text while nothing is drawn)
+ * }
+ * Returns {setData([[[x, y], ...] per series]), append(seriesIndex, [[x, y], ...]), setSeries(series),
+ * destroy()}. What is drawn can be read off the page: the plot's element (.chart-plot) carries the axes'
+ * ranges (data-x-min, data-x-max, data-y-min, data-y-max) and data-y-scale ("linear" | "log"), and each
+ * series' legend row data-series (its name) and data-points (how many points it has).
+ */
+export function createChart(container, options = {}) {
+  const { title, xLabel = "epoch", yLabel, mode = "lines", logX = false, logYToggle = false } = options;
+  const yFormat = options.yFormat || ((v) => formatNumber(v, 3));
+  const height = options.height || HEIGHT;
+  let logY = options.logY || false;
+  let series = [];
+  let points = [];
+  let lanes = [];
+  let plot = null;
+  let zoomed = false;
+  let frame = 0;
+
+  const empty = h("div", { class: "chart-empty" }, options.empty || "waiting for the first points…");
+  const area = h("div", { class: "chart-plot" }, empty);
+  const logSwitch = logYToggle
+    ? h(
+        "label",
+        { class: "check chart-log" },
+        h("input", { type: "checkbox", checked: logY, onchange: (event) => setLogY(event.target.checked) }),
+        "log y",
+      )
+    : null;
+  const head = h("div", { class: "chart-head" }, h("h3", { class: "chart-title" }, title), logSwitch);
+  container.append(head, area);
+
+  /** What a uPlot series draws of ours: log axes leave out what they cannot place. */
+  function drawable(list) {
+    return list.filter(([x, y]) => (!logX || x > 0) && (!logY || y === null || y > 0));
+  }
+
+  /** The points of one lane: a series, or the faint raw companion of a smoothed one. */
+  function lanePoints({ index, raw }) {
+    const list = drawable(points[index]);
+    const smooth = series[index].smooth && list.length >= SMOOTH_FROM_POINTS;
+    if (raw) return smooth ? list : [];
+    return smooth ? smoothed(list) : list;
+  }
+
+  function laneSeries({ index, raw }) {
+    const spec = series[index];
+    const shape = mode === "points" || (spec.markers && !raw);
+    return {
+      label: spec.label,
+      stroke: spec.stroke,
+      width: raw ? 1 : 2,
+      dash: spec.dashed ? DASH : undefined,
+      alpha: raw ? 0.3 : spec.dimmed ? DIMMED_ALPHA : 1,
+      class: raw ? "raw-companion" : undefined,
+      paths: mode === "points" ? () => null : undefined,
+      points: { show: shape, size: mode === "points" ? 7 : 6, fill: spec.stroke, stroke: "#fff", width: 1 },
+      value: (u, v) => (v === null || v === undefined ? "–" : yFormat(v)),
+    };
+  }
+
+  function showScales(u) {
+    const { x, y } = u.scales;
+    Object.assign(area.dataset, {
+      xMin: x.min,
+      xMax: x.max,
+      yMin: y.min,
+      yMax: y.max,
+      yScale: logY ? "log" : "linear",
+    });
+  }
+
+  function showCounts() {
+    const rows = area.querySelectorAll(".u-legend tr.u-series");
+    lanes.forEach((lane, i) => {
+      const row = rows[i + 1]; // row 0 is the x value's
+      if (!row || lane.raw) return;
+      row.dataset.series = series[lane.index].name ?? series[lane.index].label;
+      row.dataset.points = points[lane.index].length;
+    });
+    empty.hidden = points.some((list) => list.length);
+  }
+
+  /** A smoothed series and its raw companion are one entry in the legend: shown or hidden together. */
+  function showCompanion(u, i, change) {
+    if (i === null || change.show === undefined) return;
+    const companion = lanes.findIndex((lane) => lane.raw && lane.index === lanes[i - 1].index);
+    if (companion >= 0) u.setSeries(companion + 1, { show: change.show }, false);
+  }
+
+  function build() {
+    plot?.destroy();
+    zoomed = false;
+    lanes = series.flatMap((spec, index) => (spec.smooth ? [{ index, raw: true }, { index }] : [{ index }]));
+    const pad = mode === "points" ? 0.05 : 0;
+    plot = new uPlot(
+      {
+        width: Math.max(area.clientWidth, 200),
+        height,
+        legend: { live: true },
+        cursor: { drag: { x: true, y: false } },
+        scales: {
+          x: {
+            time: false,
+            distr: logX ? 3 : 1,
+            // While zoomed, the range is the one chosen; else the data's, reaching xMin and xMax.
+            range: (u, min, max) =>
+              zoomed
+                ? [min, max]
+                : axisRange(min, max, { atLeast: [options.xMin, options.xMax], log: logX, pad }),
+          },
+          y: {
+            distr: logY ? 3 : 1,
+            range: (u, min, max) =>
+              axisRange(min, max, { atLeast: [options.yMin, options.yMax], log: logY, pad: 0.05 }),
+          },
+        },
+        axes: [{ ...axis(xLabel, (v) => formatNumber(v)), size: 30 }, axis(yLabel, yFormat)],
+        series: [{ label: xLabel, value: (u, v) => formatNumber(v) }, ...lanes.map(laneSeries)],
+        hooks: {
+          // A drag that selects a span is a zoom; new points then keep it until a double-click.
+          setSelect: [(u) => (zoomed ||= u.select.width > 0)],
+          setScale: [showScales],
+          setSeries: [showCompanion],
+        },
+      },
+      alignedTable(lanes.map(lanePoints)),
+      area,
     );
+    showCounts();
+  }
+
+  function draw() {
+    frame = 0;
+    const table = alignedTable(lanes.map(lanePoints));
+    if (zoomed) {
+      // Keep the chosen x range; the y axis still fits what it shows.
+      plot.setData(table, false);
+      plot.setScale("x", { min: plot.scales.x.min, max: plot.scales.x.max });
+    } else {
+      plot.setData(table);
+    }
+    showCounts();
+  }
+
+  const scheduleDraw = () => {
+    frame ||= requestAnimationFrame(draw);
+  };
+
+  function setSeries(next) {
+    series = next;
+    points = series.map((_, i) => points[i] || []);
+    build();
+  }
+
+  function setLogY(on) {
+    logY = on;
+    build();
+  }
+
+  // uPlot draws at a width in pixels: follow the container's.
+  const resizer = new ResizeObserver(() => {
+    const width = area.clientWidth;
+    if (plot && width > 0 && width !== plot.width) plot.setSize({ width, height });
   });
-  const empty = drawn.length
-    ? null
-    : s(
-        "text",
-        { class: "empty", x: MARGIN.left + plotW / 2, y: MARGIN.top + plotH / 2, "text-anchor": "middle" },
-        options.empty || "waiting for the first points…",
-      );
-  replaceChildren(svg, grid, lines, empty);
+  resizer.observe(area);
+  // uPlot resets the x range on a double-click; in the capture phase, before it, the range stops being a
+  // zoom so that it reaches xMin and xMax again.
+  area.addEventListener("dblclick", () => (zoomed = false), true);
+  setSeries(options.series || []);
+
+  return {
+    setSeries,
+    setData(next) {
+      points = series.map((_, i) => [...(next[i] || [])]);
+      scheduleDraw();
+    },
+    append(index, list) {
+      points[index].push(...list);
+      scheduleDraw();
+    },
+    destroy() {
+      cancelAnimationFrame(frame);
+      resizer.disconnect();
+      plot?.destroy();
+    },
+  };
 }

@@ -2,7 +2,7 @@
 // of jobs. Curves come from GET /v1/jobs/{id}/metrics (downsampled by the server) and refresh while
 // any of the jobs still trains.
 import { request } from "./api.js";
-import { createLineChart, PALETTE } from "./chart.js";
+import { createChart, PALETTE } from "./chart.js";
 import {
   TERMINAL,
   cardHead,
@@ -17,9 +17,9 @@ import {
 const REFRESH_MS = 2000;
 const MAX_POINTS = 400;
 const METRICS = [
-  ["train_loss", "Training loss", {}],
-  ["val_acc", "Validation accuracy", { yMax: 1, yFormat: (v) => formatPercent(v, 0) }],
-  ["val_loss", "Validation loss", {}],
+  ["train_loss", { title: "Training loss", yMin: 0, logYToggle: true }],
+  ["val_acc", { title: "Validation accuracy", yMin: 0, yMax: 1, yFormat: (v) => formatPercent(v, 0) }],
+  ["val_loss", { title: "Validation loss", yMin: 0, logYToggle: true }],
 ];
 
 /** "lenet5-nesterov (nesterov lr 0.05 mu 0.9)": the job and what sets it apart, as a legend label. */
@@ -49,11 +49,28 @@ export function showCompare(main, { ids }) {
     ),
     charts,
   );
-  const views = METRICS.map(([name, title, options]) => {
-    const panel = h("div", { class: "card chart", dataset: { metric: name } });
-    charts.append(panel);
-    return [name, createLineChart(panel, { title, ...options })];
-  });
+  const panels = METRICS.map(([name]) => h("div", { class: "card chart", dataset: { metric: name } }));
+  charts.append(...panels);
+  let views = null; // drawn once the jobs' names and planned epochs are known
+
+  /** One chart per metric, a series per job: the same colour for a job on every chart. */
+  function setUpCharts(jobs) {
+    const epochs = Math.max(...jobs.map((job) => job.spec.training?.epochs ?? 0));
+    views = METRICS.map(([name, options], i) =>
+      createChart(panels[i], {
+        ...options,
+        xMin: 0,
+        xMax: epochs,
+        series: jobs.map((job, j) => ({
+          name: job.id,
+          label: runLabel(job),
+          stroke: PALETTE[j % PALETTE.length],
+          markers: name !== "train_loss",
+          smooth: name === "train_loss",
+        })),
+      }),
+    );
+  }
 
   async function refresh() {
     try {
@@ -62,20 +79,12 @@ export function showCompare(main, { ids }) {
         ids.map((id) => request(`/v1/jobs/${id}/metrics?max_points=${MAX_POINTS}`)),
       );
       if (left) return;
-      const epochs = Math.max(...jobs.map((job) => job.spec.training?.epochs ?? 0));
-      for (const [name, chart] of views) {
-        chart.update(
-          jobs.map((job, i) => ({
-            name: job.id,
-            label: runLabel(job),
-            color: PALETTE[i % PALETTE.length],
-            markers: name !== "train_loss",
-            smooth: name === "train_loss",
-            points: curves[i].points.filter((p) => p.name === name).map((p) => [p.epoch, p.value]),
-          })),
-          { xMax: epochs },
-        );
-      }
+      if (!views) setUpCharts(jobs);
+      METRICS.forEach(([name], i) =>
+        views[i].setData(
+          curves.map((curve) => curve.points.filter((p) => p.name === name).map((p) => [p.epoch, p.value])),
+        ),
+      );
       const rows = jobs.map((job, i) => [
         h("i", { class: "swatch", style: `--color: ${PALETTE[i % PALETTE.length]}` }),
         h("a", { href: `#/jobs/${job.id}` }, job.name),
@@ -97,5 +106,6 @@ export function showCompare(main, { ids }) {
   return () => {
     left = true;
     clearTimeout(timer);
+    for (const chart of views || []) chart.destroy();
   };
 }

@@ -1,12 +1,11 @@
 // A tiny element builder: the dashboard renders user-chosen names, so text goes in as text, never as HTML.
-const SVG_NS = "http://www.w3.org/2000/svg";
 
 function build(element, props, children) {
   for (const [name, value] of Object.entries(props || {})) {
     if (value === undefined || value === null || value === false) continue;
     if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
     else if (name === "dataset") Object.assign(element.dataset, value);
-    else if (name in element && !(element instanceof SVGElement)) element[name] = value;
+    else if (name in element) element[name] = value;
     else element.setAttribute(name, value === true ? "" : value);
   }
   for (const child of children.flat(Infinity)) {
@@ -18,9 +17,6 @@ function build(element, props, children) {
 
 /** h("div", {class: "card"}, "text", otherElement) */
 export const h = (tag, props, ...children) => build(document.createElement(tag), props, children);
-
-/** The same for SVG elements. */
-export const s = (tag, props, ...children) => build(document.createElementNS(SVG_NS, tag), props, children);
 
 export function replaceChildren(element, ...children) {
   element.replaceChildren();

@@ -1,7 +1,7 @@
 // One job, live: progress and loss/accuracy/learning-rate curves that grow as the worker reports them,
 // from the job's Server-Sent Events (metric, status, done); a finished job's stream replays its curve.
 import { openEventStream, request, withKey } from "./api.js";
-import { createLineChart, PALETTE } from "./chart.js";
+import { createChart, PALETTE } from "./chart.js";
 import {
   TERMINAL,
   describeSpec,
@@ -23,6 +23,35 @@ const TILES = [
   ["val_acc", "val acc", formatPercent],
   ["best_val_acc", "best val acc", formatPercent],
   ["test_acc", "test acc", formatPercent],
+];
+
+// The job's charts, each with its panel's id and the metrics it draws; x is the epoch, up to the planned.
+const CHARTS = [
+  {
+    id: "chart-loss",
+    title: "Loss",
+    yMin: 0,
+    logYToggle: true,
+    series: [
+      { name: "train_loss", label: "train", stroke: PALETTE[0], smooth: true },
+      { name: "val_loss", label: "validation", stroke: PALETTE[1], markers: true },
+    ],
+  },
+  {
+    id: "chart-acc",
+    title: "Validation accuracy",
+    yMin: 0,
+    yMax: 1,
+    yFormat: (v) => formatPercent(v, 0),
+    series: [{ name: "val_acc", label: "validation", stroke: PALETTE[2], markers: true }],
+  },
+  {
+    id: "chart-lr",
+    title: "Learning rate",
+    yMin: 0,
+    logYToggle: true,
+    series: [{ name: "lr", label: "lr", stroke: PALETTE[3] }],
+  },
 ];
 
 function progressText(progress, status) {
@@ -97,11 +126,13 @@ function membersTable(job) {
 
 export function showJob(main, { id, onChanged }) {
   let source = null;
-  let frame = 0;
   let left = false;
   let latestAttempt = 0;
   let isEnsemble = false;
-  const curves = { train_loss: [], val_loss: [], val_acc: [], lr: [] };
+  // Every point so far, with its step: a resumed attempt replaces those after its checkpoint.
+  const curves = Object.fromEntries(
+    CHARTS.flatMap(({ series }) => series.map(({ name }) => [name, []])),
+  );
   const pill = h("span", { id: "job-status" });
   const bar = h("span", {});
   const progressLine = h("span", { id: "job-progress", class: "muted" });
@@ -110,7 +141,7 @@ export function showJob(main, { id, onChanged }) {
   const cancelButton = h("button", { class: "danger", hidden: true, onclick: cancel }, "Cancel");
   const title = h("h2", { id: "job-title" }, "…");
   const meta = h("p", { class: "muted mono" }, id);
-  const charts = h("div", { class: "charts", id: "job-charts" });
+  const chartsBox = h("div", { class: "charts", id: "job-charts" });
   const specCard = h("section", { class: "card" });
   const lower = h("div", { class: "charts" }, specCard);
   const tables = h("div", { class: "stack" });
@@ -125,7 +156,7 @@ export function showJob(main, { id, onChanged }) {
       tileRow,
       notice,
     ),
-    charts,
+    chartsBox,
     lower,
     tables,
   );
@@ -157,7 +188,7 @@ export function showJob(main, { id, onChanged }) {
     }
     replaceChildren(tables, runsTable(job));
     // An ensemble job has no curve of its own: its members take the charts' place.
-    if (job.members.length) replaceChildren(charts, membersTable(job));
+    if (job.members.length) replaceChildren(chartsBox, membersTable(job));
     replaceChildren(
       specCard,
       cardHead(h("h3", {}, "Spec"), h("span", { class: "muted" }, describeSpec(job.spec))),
@@ -170,63 +201,40 @@ export function showJob(main, { id, onChanged }) {
     );
   }
 
-  const chartViews = [];
+  let charts = [];
+  const plotted = {}; // a metric's name: [its chart, its series there]
   function setUpCharts(job) {
     const epochs = job.spec.training?.epochs;
-    const panel = (id) => h("div", { class: "card chart", id });
-    const [loss, acc, lr] = [panel("chart-loss"), panel("chart-acc"), panel("chart-lr")];
-    replaceChildren(charts, loss, acc);
-    lower.prepend(lr);
-    chartViews.push(
-      [
-        createLineChart(loss, { title: "Loss", xMax: epochs }),
-        [
-          ["train_loss", "train", PALETTE[0], false, true],
-          ["val_loss", "validation", PALETTE[1], true],
-        ],
-      ],
-      [
-        createLineChart(acc, {
-          title: "Validation accuracy",
-          xMax: epochs,
-          yMax: 1,
-          yFormat: (v) => formatPercent(v, 0),
-        }),
-        [["val_acc", "validation", PALETTE[2], true]],
-      ],
-      [createLineChart(lr, { title: "Learning rate", xMax: epochs }), [["lr", "lr", PALETTE[3]]]],
+    const panels = CHARTS.map(({ id }) => h("div", { class: "card chart", id }));
+    replaceChildren(chartsBox, panels[0], panels[1]);
+    lower.prepend(panels[2]); // the learning rate, beside the spec
+    charts = CHARTS.map((chart, i) => createChart(panels[i], { ...chart, xMin: 0, xMax: epochs }));
+    CHARTS.forEach(({ series }, i) =>
+      series.forEach(({ name }, index) => (plotted[name] = [charts[i], index])),
     );
   }
 
-  function render() {
-    frame = 0;
-    for (const [chart, lines] of chartViews) {
-      chart.update(
-        lines.map(([name, label, color, markers, smooth]) => ({
-          name,
-          label,
-          color,
-          markers,
-          smooth,
-          points: curves[name].map((p) => [p.epoch, p.value]),
-        })),
-      );
-    }
+  function replot() {
+    CHARTS.forEach(({ series }, i) =>
+      charts[i].setData(series.map(({ name }) => curves[name].map((p) => [p.epoch, p.value]))),
+    );
   }
 
   function addPoint(point) {
-    if (!curves[point.name]) return;
+    if (!plotted[point.name]) return;
     if (point.attempt > latestAttempt) {
       // A resumed attempt re-trains from its last checkpoint: its points replace the lost attempt's.
       if (latestAttempt) {
         for (const name of Object.keys(curves)) {
           curves[name] = curves[name].filter((p) => p.step < point.step);
         }
+        replot();
       }
       latestAttempt = point.attempt;
     }
     curves[point.name].push(point);
-    frame ||= requestAnimationFrame(render);
+    const [chart, index] = plotted[point.name];
+    chart.append(index, [[point.epoch, point.value]]);
   }
 
   function follow() {
@@ -273,10 +281,7 @@ export function showJob(main, { id, onChanged }) {
       if (left) return;
       isEnsemble = job.kind === "ensemble";
       showJobDetails(job);
-      if (!isEnsemble) {
-        setUpCharts(job);
-        render();
-      }
+      if (!isEnsemble) setUpCharts(job);
       follow();
     })
     .catch((exc) => {
@@ -286,6 +291,6 @@ export function showJob(main, { id, onChanged }) {
   return () => {
     left = true;
     source?.close();
-    cancelAnimationFrame(frame);
+    for (const chart of charts) chart.destroy();
   };
 }

@@ -11,7 +11,10 @@ from playwright.sync_api import Page, expect
 # The README's picture (docs/dashboard.png) is this test's screenshot: `make screenshot` sets this to docs/.
 # Other runs leave the working tree alone and keep it with the test's temporary files.
 SCREENSHOT_DIR = os.environ.get("TRAINYARD_SCREENSHOT_DIR")
-TRAIN_LOSS = "#chart-loss path[data-series=train_loss]"
+# Each chart's legend row says how many points its series has drawn.
+TRAIN_LOSS = "#chart-loss .u-legend [data-series=train_loss]"
+VAL_ACC = "#chart-acc .u-legend [data-series=val_acc]"
+NUMBER = re.compile(r"^-?\d+(\.\d+)?(e[-+]?\d+)?$")
 TRAINING_MS = 90_000
 
 
@@ -103,10 +106,9 @@ def test_train_watch_compare_and_build_an_ensemble(dashboard, stack, console_err
     expect(page.locator("#job-progress")).to_contain_text(re.compile(r"epoch [\d.]+ / 5"))
     expect(page.locator("#job-status [data-status=succeeded]")).to_be_visible(timeout=TRAINING_MS)
     curve = stack.curve(job_id)
-    expect(page.locator(TRAIN_LOSS)).to_have_attribute(
-        "data-points", str(sum(p["name"] == "train_loss" for p in curve))
-    )
-    expect(page.locator("#chart-acc path[data-series=val_acc]")).to_have_attribute("data-points", "5")
+    train_points = str(sum(p["name"] == "train_loss" for p in curve))
+    expect(page.locator(TRAIN_LOSS)).to_have_attribute("data-points", train_points)
+    expect(page.locator(VAL_ACC)).to_have_attribute("data-points", "5")
     expect(page.locator(f".job-row[data-job-id='{job_id}'] [data-status=succeeded]")).to_be_visible()
 
     # One click: the lecture's SGD vs momentum vs Nesterov, overlaid.
@@ -120,11 +122,11 @@ def test_train_watch_compare_and_build_an_ensemble(dashboard, stack, console_err
     lecture_ids = job_id_from_url(page).split(",")
     assert len(lecture_ids) == 3
     expect(page.locator("#main [data-status=succeeded]")).to_have_count(3, timeout=TRAINING_MS)
-    val_acc_lines = page.locator("[data-metric=val_acc] path.series")
+    val_acc_lines = page.locator("[data-metric=val_acc] .u-legend [data-series]")
     expect(val_acc_lines).to_have_count(3)
     for line in val_acc_lines.all():
         expect(line).to_have_attribute("data-points", "2")
-    legend = page.locator("[data-metric=val_acc] .legend").inner_text()
+    legend = page.locator("[data-metric=val_acc] .u-legend").inner_text()
     assert all(f"lecture-{rule}" in legend for rule in ("sgd", "momentum", "nesterov")), legend
 
     # Two jobs chosen in the list, compared: two lines on each chart.
@@ -134,10 +136,10 @@ def test_train_watch_compare_and_build_an_ensemble(dashboard, stack, console_err
     page.click("#compare-selected")
     page.wait_for_url(re.compile(r"#/compare/"))
     assert set(job_id_from_url(page).split(",")) == {job_id, sgd_id}
-    loss_lines = page.locator("[data-metric=train_loss] path.series")
+    loss_lines = page.locator("[data-metric=train_loss] .u-legend [data-series]")
     expect(loss_lines).to_have_count(2)
     page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-metric=train_loss] path.series')]"
+        "() => [...document.querySelectorAll('[data-metric=train_loss] .u-legend [data-series]')]"
         ".every(line => Number(line.dataset.points) > 0)"
     )
 
@@ -159,11 +161,38 @@ def test_train_watch_compare_and_build_an_ensemble(dashboard, stack, console_err
     # The README's picture: the first job, its curves complete.
     page.goto(f"/#/jobs/{job_id}")
     expect(page.locator("#job-status [data-status=succeeded]")).to_be_visible()
-    expect(page.locator("#chart-acc path[data-series=val_acc]")).to_have_attribute("data-points", "5")
+    expect(page.locator(VAL_ACC)).to_have_attribute("data-points", "5")
     screenshot_dir = Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path
     screenshot_dir.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=screenshot_dir / "dashboard.png")
     assert (screenshot_dir / "dashboard.png").stat().st_size > 10_000
+
+    # The charts answer the pointer: the values under the cursor in the legend, a drag zooms into the
+    # epochs it spans, a double-click shows them all again, and the loss goes on a log axis at a click.
+    loss = page.locator("#chart-loss .chart-plot")
+    expect(loss.locator("canvas")).to_be_visible()
+    box = loss.locator(".u-over").bounding_box()
+    middle = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.6, middle)
+    expect(page.locator(f"{TRAIN_LOSS} .u-value")).to_have_text(NUMBER)
+    expect(loss.locator(".u-legend tr").first.locator(".u-value")).to_have_text(NUMBER)  # the epoch
+    expect(loss).to_have_attribute("data-x-min", "0")
+    expect(loss).to_have_attribute("data-x-max", "5")
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.8, middle, steps=4)
+    page.mouse.up()
+    expect(loss).not_to_have_attribute("data-x-min", "0")
+    x_min, x_max = (float(loss.get_attribute(f"data-x-{end}")) for end in ("min", "max"))
+    assert 2.5 < x_min < x_max < 4.5, (x_min, x_max)
+    page.mouse.dblclick(box["x"] + box["width"] / 2, middle)
+    expect(loss).to_have_attribute("data-x-min", "0")
+    expect(loss).to_have_attribute("data-x-max", "5")
+    expect(loss).to_have_attribute("data-y-min", "0")
+    page.check("#chart-loss .chart-log input")
+    expect(loss).to_have_attribute("data-y-scale", "log")
+    lowest = min(p["value"] for p in curve if p["name"] in ("train_loss", "val_loss"))
+    assert 0 < float(loss.get_attribute("data-y-min")) <= lowest
+    expect(page.locator(TRAIN_LOSS)).to_have_attribute("data-points", train_points)
     assert console_errors == []
 
 
