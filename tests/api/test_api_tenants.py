@@ -43,7 +43,8 @@ def v1_operations(stack) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def tenant_a(stack):
-    """Tenant "default" (the stack's own key): a finished job with a run, and an ensemble of it."""
+    """Tenant "default" (the stack's own key): a finished job with a run, an ensemble of it, an uploaded
+    dataset and a sweep."""
     job = stack.wait_finished(stack.submit(lenet_spec(training=training(epochs=1)))["id"])
     run_id = job["runs"][0]["id"]
     response = stack.http.post("/v1/ensembles", json={"members": [run_id, run_id]})
@@ -53,8 +54,13 @@ def tenant_a(stack):
     np.savez(archive, x=x[:100], y=y[:100])
     dataset = stack.http.post("/v1/datasets", params={"name": "a"}, content=archive.getvalue(), headers=NPZ)
     assert dataset.status_code == 201, dataset.text
+    sweep = stack.http.post(
+        "/v1/sweeps",
+        json={"base": lenet_spec(training=training(epochs=1)), "space": {"optimizer.lr": {"choice": [0.1]}}},
+    )
+    assert sweep.status_code == 201, sweep.text
     ids = {"job_id": job["id"], "run_id": run_id, "ensemble_id": response.json()["id"]}
-    return ids | {"dataset_id": dataset.json()["id"]}
+    return ids | {"dataset_id": dataset.json()["id"], "sweep_id": sweep.json()["id"]}
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +125,19 @@ def test_lists_show_only_ones_own(stack, tenant_a, tenant_b):
     assert tenant_b.get("/v1/runs").json() == {"items": [], "next_cursor": None}
     assert tenant_b.get("/v1/runs", params={"job_id": tenant_a["job_id"]}).json()["items"] == []
     assert tenant_b.get("/v1/datasets").json()["items"] == []
+    assert tenant_b.get("/v1/sweeps").json() == {"items": [], "next_cursor": None}
     own_runs = stack.http.get("/v1/runs", params={"job_id": tenant_a["job_id"]}).json()["items"]
     assert [run["id"] for run in own_runs] == [tenant_a["run_id"]]
     assert own.json()["id"] not in [j["id"] for j in stack.http.get("/v1/jobs").json()["items"]]
     assert stack.http.post(f"/v1/jobs/{own.json()['id']}/cancel").status_code == 404
     assert tenant_b.post(f"/v1/jobs/{own.json()['id']}/cancel").status_code == 202
+
+
+def test_another_tenants_sweep_cannot_source_an_ensemble(tenant_a, tenant_b):
+    response = tenant_b.post("/v1/ensembles", json={"from_sweep": tenant_a["sweep_id"], "size": 1})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "from_sweep"]
+    assert "not found" in response.json()["detail"][0]["msg"]
 
 
 def test_another_tenants_run_cannot_join_an_ensemble(tenant_a, tenant_b):
