@@ -11,12 +11,14 @@ from tests.factories import lenet_spec, training
 from tests.live_stack import TEST_SETTINGS, LiveStack
 from trainyard.services import start_private_redis
 
-RETENTION_S = 15.0
+# Short, as the test waits it out; long enough that the finished job's folder is still there to be seen.
+RETENTION_S = 6.0
 
 
 @pytest.fixture(scope="module")
 def short_retention(tmp_path_factory):
-    """API and worker keeping finished jobs 15 s, on a Redis of their own (their queue is theirs alone)."""
+    """API and worker keeping finished jobs RETENTION_S, on a Redis of their own (their queue is theirs
+    alone)."""
     home = tmp_path_factory.mktemp("retention-stack")
     server = start_private_redis(home / "redis")
     settings = TEST_SETTINGS | {"TRAINYARD_RETENTION_DAYS": str(RETENTION_S / 86_400)}

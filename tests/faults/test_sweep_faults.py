@@ -9,8 +9,8 @@ from tests.factories import lenet_spec, training
 def test_a_sweep_survives_a_killed_worker_and_a_restarted_api(fault_stack):
     stack = fault_stack
     body = {
-        "base": lenet_spec(training=training(epochs=5)),
-        "space": {"optimizer.lr": {"choice": [0.1, 0.05, 0.02]}},
+        "base": lenet_spec(training=training(epochs=3)),
+        "space": {"optimizer.lr": {"choice": [0.1, 0.05]}},
         "method": "grid",
         "parallelism": 1,
     }
@@ -29,6 +29,6 @@ def test_a_sweep_survives_a_killed_worker_and_a_restarted_api(fault_stack):
 
     sweep = wait_sweep(stack, sweep_id)
     assert sweep["status"] == "succeeded", sweep
-    assert [trial["status"] for trial in sweep["trials"]] == ["succeeded"] * 3
+    assert [trial["status"] for trial in sweep["trials"]] == ["succeeded"] * 2
     assert stack.job(first["job_id"])["attempts"] == 2  # the killed attempt, then the one that resumed
-    assert sorted(t["params"]["optimizer.lr"] for t in sweep["trials"]) == [0.02, 0.05, 0.1]
+    assert sorted(t["params"]["optimizer.lr"] for t in sweep["trials"]) == [0.05, 0.1]
