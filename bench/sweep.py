@@ -172,7 +172,7 @@ def main() -> None:
         print()
         print(f"| ensemble (test split, {greedy['evaluation']['test_samples']} images) | test accuracy |")
         print("|---|---|")
-        print(f"| best single trial (chosen on validation) | {best_single['test_acc']:.4f} |")
+        print(f"| best single trial (chosen on validation) | {best_single['accuracy']:.4f} |")
         print(f"| sweep ensemble, greedy {ENSEMBLE_SIZE} (Caruana 2004) | "
               f"{greedy['evaluation']['ensemble_accuracy']:.4f} |")
         print(f"| sweep ensemble, top {ENSEMBLE_SIZE} | {top_k['evaluation']['ensemble_accuracy']:.4f} |")
