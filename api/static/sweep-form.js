@@ -148,8 +148,7 @@ export function showSweepForm(main, { catalog, onCreated }) {
   const form = h(
     "form",
     { id: "sweep-form", novalidate: true, class: "job-form" },
-    h("h3", { class: "form-section" }, "What to search"),
-    h("div", { class: "form-blocks" }, space.element),
+    space.element,
     settings,
     h("h3", { class: "form-section" }, "The base job every trial starts from"),
     base,
