@@ -190,7 +190,8 @@ export function clearErrors(form) {
 }
 
 /** A 422's details, or a lone error's message as one at no field. */
-export const errorDetails = (exc) => (Array.isArray(exc.detail) ? exc.detail : [{ loc: [], msg: exc.message }]);
+export const errorDetails = (exc) =>
+  Array.isArray(exc.detail) ? exc.detail : [{ loc: [], msg: exc.message }];
 
 /** Each error next to its field under `form`; returns the lines of those that belong to no field. */
 export function placeErrors(form, details) {

@@ -63,9 +63,8 @@ export function createScatters(container, sweep) {
       const judged = (status) =>
         trials.filter((t) => t.status === status && t.objective !== null && t.objective !== undefined);
       for (const { path, chart, x } of charts) {
-        chart.setData(
-          ["succeeded", "pruned"].map((status) => judged(status).map((t) => [x(t.params[path]), t.objective])),
-        );
+        const place = (status) => judged(status).map((t) => [x(t.params[path]), t.objective]);
+        chart.setData([place("succeeded"), place("pruned")]);
       }
     },
     destroy() {

@@ -23,7 +23,8 @@ const DOMAINS = {
 const FIRST_ROW = { path: "optimizer.lr", kind: "loguniform", values: "0.001, 0.3" };
 const NO_PRUNING = { type: "none", description: "every trial trains all its epochs", params: {} };
 const INTRO =
-  "Trials of one base job with the paths below drawn from their domains; a pruner stops those that fall behind.";
+  "Trials of one base job with the paths below drawn from their domains; " +
+  "a pruner stops those that fall behind.";
 
 /** A typed value as JSON would carry it: a number, a boolean, else the text. */
 function scalar(text) {
@@ -93,7 +94,11 @@ function spaceEditor(catalog) {
       pathInput,
       kindSelect,
       valuesInput,
-      h("button", { type: "button", class: "space-remove", title: "remove", onclick: () => row.remove() }, "×"),
+      h(
+        "button",
+        { type: "button", class: "space-remove", title: "remove", onclick: () => row.remove() },
+        "×",
+      ),
       h("small", { class: "field-error" }),
     );
     // A 422 names the path (["body", "space", "optimizer.lr", ...]): the row answers to it as it is typed.
@@ -163,7 +168,10 @@ export function showSweepForm(main, { catalog, onCreated }) {
 
   /** The base's errors beside the base's fields; the rest beside the sweep's. */
   function showErrors(exc) {
-    const details = errorDetails(exc).map((d) => ({ ...d, loc: (d.loc || []).filter((p, i) => i || p !== "body") }));
+    const details = errorDetails(exc).map((d) => ({
+      ...d,
+      loc: (d.loc || []).filter((part, i) => i || part !== "body"),
+    }));
     const ofBase = details.filter((d) => d.loc[0] === "base").map((d) => ({ ...d, loc: d.loc.slice(1) }));
     const general = [
       ...placeErrors(base, ofBase).map((line) => `base.${line}`),

@@ -71,7 +71,11 @@ function importanceBars(importances) {
         "div",
         { class: "bar-row", dataset: { path } },
         h("span", { class: "bar-label", title: path }, path),
-        h("span", { class: "bar-track" }, h("span", { class: "bar", style: `width: ${(share * 100).toFixed(1)}%` })),
+        h(
+          "span",
+          { class: "bar-track" },
+          h("span", { class: "bar", style: `width: ${(share * 100).toFixed(1)}%` }),
+        ),
         h("span", { class: "bar-value" }, `${(share * 100).toFixed(0)}%`),
       ),
     ),
@@ -101,7 +105,14 @@ function ensembleAction(sweepId, notice) {
     h("option", { value: "greedy" }, "greedy (Caruana)"),
     h("option", { value: "top_k" }, "top k"),
   );
-  const size = h("input", { type: "number", id: "sweep-ensemble-size", min: 1, max: 64, value: 3, "aria-label": "size" });
+  const size = h("input", {
+    type: "number",
+    id: "sweep-ensemble-size",
+    min: 1,
+    max: 64,
+    value: 3,
+    "aria-label": "size",
+  });
   const button = h("button", { type: "button", id: "sweep-ensemble" }, "Ensemble from this sweep");
   button.addEventListener("click", async () => {
     button.disabled = true;
@@ -134,7 +145,11 @@ export function showSweep(main, { id }) {
   const about = h("p", { id: "sweep-about" });
   const pill = h("span", { id: "sweep-status" });
   const notice = h("p", { class: "notice", hidden: true });
-  const cancelButton = h("button", { class: "danger", hidden: true, id: "sweep-cancel", onclick: cancel }, "Cancel");
+  const cancelButton = h(
+    "button",
+    { class: "danger", hidden: true, id: "sweep-cancel", onclick: cancel },
+    "Cancel",
+  );
   const summary = h("div", {});
   const bestLine = h("p", { id: "sweep-best" });
   const importances = h("div", {});
