@@ -31,11 +31,14 @@ from models.spec import (
     ScheduleSpec,
     TrainingSpec,
 )
+from models.sweep_spec import PRUNER_KNOBS, SweepEarlyStopping, SweepSpec
 
 # pydantic's constraint names, as JSON Schema calls them (in snake case, like the rest of the API).
 BOUNDS = {"ge": "minimum", "gt": "exclusive_minimum", "le": "maximum", "lt": "exclusive_maximum"}
 JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
 PRESET_OPTIONS = ("activation", "init", "batchnorm")
+# A sweep's own settings, beside its base job and its space (which a form builds from the job's blocks).
+SWEEP_SETTINGS = ("name", "method", "max_trials", "parallelism", "objective", "seed")
 
 
 def catalog(data_dir: Path | None = None) -> dict[str, Any]:
@@ -57,7 +60,26 @@ def catalog(data_dir: Path | None = None) -> dict[str, Any]:
         "dropout_modes": list(get_args(DropoutMode)),
         "activations": list(ACTIVATIONS),
         "inits": list(get_args(Init)),
+        "sweep": {name: _param(SweepSpec.model_fields[name]) for name in SWEEP_SETTINGS},
+        "pruners": _describe_pruners(),
     }
+
+
+def _describe_pruners() -> list[dict[str, Any]]:
+    """Each early-stopping type of a sweep as a kind with its own knobs, their defaults filled in (the
+    spec resolves them in a validator, so its fields default to None); its description is its part of
+    the type's ("median: ...; asha: ...")."""
+    knobs = _params(SweepEarlyStopping)
+    kind = knobs.pop("type")
+    about = dict(part.split(": ", 1) for part in kind["description"].split("; "))
+    return [
+        {
+            "type": name,
+            "description": about.get(name),
+            "params": {knob: knobs[knob] | {"default": value} for knob, value in PRUNER_KNOBS[name].items()},
+        }
+        for name in kind["choices"]
+    ]
 
 
 def dataset_availability(name: str, data_dir: Path | None) -> dict[str, Any]:

@@ -84,6 +84,8 @@ class CatalogOut(StoredObject):
     dropout_modes: list[str]
     activations: list[str]
     inits: list[str]
+    sweep: dict[str, Param] = Field(description="a sweep's settings beside its base job and space")
+    pruners: list[Choice] = Field(description="a sweep's early_stopping types, each with its knobs")
 
 
 @lru_cache

@@ -1,4 +1,4 @@
-// The dashboard's entry: a hash router over five views, and the job list beside them.
+// The dashboard's entry: a hash router over its views, and the job list beside them.
 import { captureApiKey, request } from "./api.js";
 import { showCompare } from "./compare.js";
 import { h, replaceChildren } from "./dom.js";
@@ -6,6 +6,9 @@ import { showEnsemble, showEnsembleBuilder } from "./ensembles.js";
 import { showSubmitForm } from "./form.js";
 import { createJobList } from "./job-list.js";
 import { showJob } from "./job-view.js";
+import { showSweepForm } from "./sweep-form.js";
+import { showSweeps } from "./sweep-list.js";
+import { showSweep } from "./sweep-view.js";
 
 captureApiKey();
 
@@ -49,6 +52,17 @@ async function newJobView() {
   });
 }
 
+async function newSweepView() {
+  catalog ??= await request("/v1/catalog");
+  return showSweepForm(main, {
+    catalog,
+    onCreated(sweep) {
+      jobList.refresh(); // its first trials are jobs
+      window.location.hash = `#/sweeps/${sweep.id}`;
+    },
+  });
+}
+
 const ROUTES = [
   [/^#\/jobs\/([\w-]+)$/, (id) => showJob(main, { id, onChanged: jobList.refresh })],
   [/^#\/compare\/([\w,-]+)$/, (ids) => showCompare(main, { ids: ids.split(",").filter(Boolean) })],
@@ -57,6 +71,9 @@ const ROUTES = [
     (ids) => showEnsembleBuilder(main, { jobIds: ids ? ids.split(",") : [] }),
   ],
   [/^#\/ensembles\/([\w-]+)$/, (id) => showEnsemble(main, { id })],
+  [/^#\/sweeps\/?$/, () => showSweeps(main)],
+  [/^#\/sweeps\/new$/, newSweepView],
+  [/^#\/sweeps\/([\w-]+)$/, (id) => showSweep(main, { id })],
   [/^/, newJobView],
 ];
 

@@ -107,20 +107,22 @@ function axis(label, format) {
  * A chart in `container`: a title, an optional "log y" switch, the plot and its legend.
  * options: {
  *   title, xLabel ("epoch"), yLabel, mode ("lines" | "points": a scatter),
- *   series: [{name (a key, else the label), label, stroke (a colour), dashed, dimmed,
+ *   series: [{name (a key, else the label), label, stroke (a colour), dashed, dimmed, width (of its line),
  *             markers (a dot at each point), smooth (an average over the faint raw line)}],
  *   logX, logY (log axes; values <= 0 are left out), logYToggle (a switch between linear and log y),
  *   xMin, xMax, yMin, yMax (ends an axis reaches at least, e.g. 0 and the planned epochs),
- *   yFormat (a number's text on the y axis and in the legend), empty (text while nothing is drawn)
+ *   yFormat, xFormat (a number's text on that axis and in the legend), empty (text while nothing is drawn)
  * }
  * Returns {setData([[[x, y], ...] per series]), append(seriesIndex, [[x, y], ...]), setSeries(series),
  * destroy()}. What is drawn can be read off the page: the plot's element (.chart-plot) carries the axes'
- * ranges (data-x-min, data-x-max, data-y-min, data-y-max) and data-y-scale ("linear" | "log"), and each
- * series' legend row data-series (its name) and data-points (how many points it has).
+ * ranges (data-x-min, data-x-max, data-y-min, data-y-max), data-x-scale and data-y-scale ("linear" | "log"),
+ * and each series' legend row data-series (its name), data-points (how many points it has) and the
+ * classes dashed and dimmed where it is drawn so.
  */
 export function createChart(container, options = {}) {
   const { title, xLabel = "epoch", yLabel, mode = "lines", logX = false, logYToggle = false } = options;
   const yFormat = options.yFormat || ((v) => formatNumber(v, 3));
+  const xFormat = options.xFormat || ((v) => formatNumber(v));
   const height = options.height || HEIGHT;
   let logY = options.logY || false;
   let series = [];
@@ -162,7 +164,7 @@ export function createChart(container, options = {}) {
     return {
       label: spec.label,
       stroke: spec.stroke,
-      width: raw ? 1 : 2,
+      width: raw ? 1 : (spec.width ?? 2),
       dash: spec.dashed ? DASH : undefined,
       alpha: raw ? 0.3 : spec.dimmed ? DIMMED_ALPHA : 1,
       class: raw ? "raw-companion" : undefined,
@@ -179,6 +181,7 @@ export function createChart(container, options = {}) {
       xMax: x.max,
       yMin: y.min,
       yMax: y.max,
+      xScale: logX ? "log" : "linear",
       yScale: logY ? "log" : "linear",
     });
   }
@@ -190,6 +193,8 @@ export function createChart(container, options = {}) {
       if (!row || lane.raw) return;
       row.dataset.series = series[lane.index].name ?? series[lane.index].label;
       row.dataset.points = points[lane.index].length;
+      row.classList.toggle("dashed", Boolean(series[lane.index].dashed));
+      row.classList.toggle("dimmed", Boolean(series[lane.index].dimmed));
     });
     empty.hidden = points.some((list) => list.length);
   }
@@ -228,8 +233,11 @@ export function createChart(container, options = {}) {
               axisRange(min, max, { atLeast: [options.yMin, options.yMax], log: logY, pad: 0.05 }),
           },
         },
-        axes: [{ ...axis(xLabel, (v) => formatNumber(v)), size: 30 }, axis(yLabel, yFormat)],
-        series: [{ label: xLabel, value: (u, v) => formatNumber(v) }, ...lanes.map(laneSeries)],
+        axes: [{ ...axis(xLabel, xFormat), size: 30 }, axis(yLabel, yFormat)],
+        series: [
+          { label: xLabel, value: (u, v) => (v === null || v === undefined ? "–" : xFormat(v)) },
+          ...lanes.map(laneSeries),
+        ],
         hooks: {
           // A drag that selects a span is a zoom; new points then keep it until a double-click.
           setSelect: [(u) => (zoomed ||= u.select.width > 0)],

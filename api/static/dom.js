@@ -24,6 +24,8 @@ export function replaceChildren(element, ...children) {
 }
 
 export const TERMINAL = ["succeeded", "failed", "cancelled"];
+// A sweep's trial that will not move again: a trial can also be pruned, or refused before it ran.
+export const TRIAL_ENDED = [...TERMINAL, "pruned", "refused"];
 
 export function statusPill(status) {
   return h("span", { class: `pill pill-${status}`, dataset: { status } }, status);

@@ -20,7 +20,8 @@ const METHODS = [
   ["weights", "one network with the members' averaged parameters (same architecture only)"],
 ];
 
-function errorLines(exc) {
+/** A refused request's errors, a line each: the field's path, then what is wrong with it. */
+export function errorLines(exc) {
   if (!(exc instanceof ApiError) || !Array.isArray(exc.detail)) return [exc.message];
   return exc.detail.map((d) => `${(d.loc || []).filter((p) => p !== "body").join(".")}: ${d.msg}`);
 }

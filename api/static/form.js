@@ -57,7 +57,7 @@ function control(path, param) {
 const errorSlot = () => h("small", { class: "field-error" });
 
 /** One labelled field with its description and a slot for the server's error. */
-function field(path, name, param) {
+export function field(path, name, param) {
   if (param.type === "object" && param.params) return objectField(path, name, param);
   const input = control(path, param);
   const label = h("label", { for: input.id, title: param.description || "" }, name.replaceAll("_", " "));
@@ -99,7 +99,7 @@ function fields(prefix, params) {
 
 /** A block of one of several kinds (dataset, model preset, optimizer, schedule): a select for the kind,
  *  its description, and the chosen kind's own fields. entries: [{type, description, params}] */
-function kindBlock(key, title, tag, entries, chosen) {
+export function kindBlock(key, title, tag, entries, chosen) {
   const params = h("div", { class: "fields" });
   const about = h("p", { class: "formula" });
   const select = control(`${key}.${tag}`, {
@@ -125,7 +125,7 @@ function kindBlock(key, title, tag, entries, chosen) {
 }
 
 /** A titled group of fields; errors about the block as a whole show under its title. */
-function block(key, title, ...children) {
+export function block(key, title, ...children) {
   return h(
     "fieldset",
     { class: "block", dataset: { field: key } },
@@ -135,7 +135,7 @@ function block(key, title, ...children) {
   );
 }
 
-function plainBlock(key, title, params) {
+export function plainBlock(key, title, params) {
   return block(key, title, h("div", { class: "fields" }, fields(key, params)));
 }
 
@@ -154,8 +154,9 @@ function setPath(target, path, value) {
   node[keys[keys.length - 1]] = value;
 }
 
-/** The JobSpec the form describes; switched-off optional blocks and empty fields are left out. */
-function readSpec(form) {
+/** The JobSpec (or other object) the fields under `form` describe; switched-off optional blocks and empty
+ *  fields are left out. */
+export function readSpec(form) {
   const spec = {};
   const off = [...form.querySelectorAll("[data-object-path]")]
     .filter((t) => !t.checked)
@@ -183,14 +184,17 @@ function fieldFor(form, loc) {
   return null;
 }
 
-function clearErrors(form) {
+export function clearErrors(form) {
   for (const slot of form.querySelectorAll(".field-error")) slot.textContent = "";
   for (const item of form.querySelectorAll(".invalid")) item.classList.remove("invalid");
 }
 
-/** Each error next to its field; what belongs to no field goes in the form's own error box. */
-function showErrors(form, box, exc) {
-  const details = Array.isArray(exc.detail) ? exc.detail : [{ loc: [], msg: exc.message }];
+/** A 422's details, or a lone error's message as one at no field. */
+export const errorDetails = (exc) =>
+  Array.isArray(exc.detail) ? exc.detail : [{ loc: [], msg: exc.message }];
+
+/** Each error next to its field under `form`; returns the lines of those that belong to no field. */
+export function placeErrors(form, details) {
   const general = [];
   for (const detail of details) {
     const target = fieldFor(form, detail.loc || []);
@@ -202,12 +206,62 @@ function showErrors(form, box, exc) {
     target.classList.add("invalid");
     slot.textContent = slot.textContent ? `${slot.textContent}; ${detail.msg}` : detail.msg;
   }
+  return general;
+}
+
+/** Lines of errors in a form's own error box (hidden when there are none), then the first bad field
+ *  focused. */
+export function showGeneralErrors(form, box, general) {
   replaceChildren(
     box,
     general.map((line) => h("div", {}, line)),
   );
   box.hidden = !general.length;
   form.querySelector(".invalid input, .invalid select")?.focus();
+}
+
+/** Each error next to its field; what belongs to no field goes in the form's own error box. */
+function showErrors(form, box, exc) {
+  showGeneralErrors(form, box, placeErrors(form, errorDetails(exc)));
+}
+
+/** A job's blocks (data, model, optimizer, schedule, regularization, training; the job's name and its
+ *  ensemble unless left out), wired so that choosing a preset fills in its own defaults. */
+export function jobBlocks(catalog, { withName = true, withEnsemble = true } = {}) {
+  const blocks = h(
+    "div",
+    { class: "form-blocks" },
+    withName && block("job", "Job", field("name", "name", NAME_PARAM)),
+    kindBlock("dataset", "Data", "name", catalog.datasets, "digits"),
+    kindBlock("model", "Model", "arch", presetsAsKinds(catalog.presets), catalog.presets[0].name),
+    kindBlock("optimizer", "Optimizer", "type", catalog.optimizers, "sgd"),
+    kindBlock("lr_schedule", "Learning-rate schedule", "type", catalog.schedules, "constant"),
+    plainBlock("regularization", "Regularization", catalog.regularization),
+    plainBlock("training", "Training", catalog.training),
+    withEnsemble && plainBlock("ensemble", "Ensemble", catalog.ensemble),
+  );
+
+  // A preset's own defaults (GET /v1/catalog presets[].defaults): choosing one fills in its optimizer, lr
+  // and epochs, the values the server would give a spec that left them out (alexnet diverges at lenet5's).
+  const defaultsOf = Object.fromEntries(catalog.presets.map((preset) => [preset.name, preset.defaults]));
+  const input = (path) => blocks.querySelector(`[data-path="${path}"]`);
+  const presetLr = () => {
+    const defaults = defaultsOf[input("model.arch").value];
+    if (defaults) input("optimizer.lr").value = defaults.lr[input("optimizer.type").value];
+  };
+  const presetChosen = () => {
+    const defaults = defaultsOf[input("model.arch").value];
+    if (!defaults) return;
+    const optimizer = input("optimizer.type");
+    optimizer.value = defaults.optimizer.type;
+    optimizer.dispatchEvent(new Event("change")); // its fields redrawn, then presetLr below
+    input("training.epochs").value = defaults.epochs;
+  };
+  // Registered after each kind block's own listener, so they run once its fields are drawn.
+  input("optimizer.type").addEventListener("change", presetLr);
+  input("model.arch").addEventListener("change", presetChosen);
+  presetChosen();
+  return blocks;
 }
 
 /** The form view. onSubmitted(jobs) is told what was created. */
@@ -227,41 +281,9 @@ export function showSubmitForm(main, { catalog, onSubmitted }) {
   const form = h(
     "form",
     { id: "job-form", novalidate: true, class: "job-form" },
-    h(
-      "div",
-      { class: "form-blocks" },
-      block("job", "Job", field("name", "name", NAME_PARAM)),
-      kindBlock("dataset", "Data", "name", catalog.datasets, "digits"),
-      kindBlock("model", "Model", "arch", presetsAsKinds(catalog.presets), catalog.presets[0].name),
-      kindBlock("optimizer", "Optimizer", "type", catalog.optimizers, "sgd"),
-      kindBlock("lr_schedule", "Learning-rate schedule", "type", catalog.schedules, "constant"),
-      plainBlock("regularization", "Regularization", catalog.regularization),
-      plainBlock("training", "Training", catalog.training),
-      plainBlock("ensemble", "Ensemble", catalog.ensemble),
-    ),
+    jobBlocks(catalog),
     h("div", { class: "form-actions" }, submitButton, lectureButton),
   );
-
-  // A preset's own defaults (GET /v1/catalog presets[].defaults): choosing one fills in its optimizer, lr
-  // and epochs, the values the server would give a spec that left them out (alexnet diverges at lenet5's).
-  const defaultsOf = Object.fromEntries(catalog.presets.map((preset) => [preset.name, preset.defaults]));
-  const input = (path) => form.querySelector(`[data-path="${path}"]`);
-  const presetLr = () => {
-    const defaults = defaultsOf[input("model.arch").value];
-    if (defaults) input("optimizer.lr").value = defaults.lr[input("optimizer.type").value];
-  };
-  const presetChosen = () => {
-    const defaults = defaultsOf[input("model.arch").value];
-    if (!defaults) return;
-    const optimizer = input("optimizer.type");
-    optimizer.value = defaults.optimizer.type;
-    optimizer.dispatchEvent(new Event("change")); // its fields redrawn, then presetLr below
-    input("training.epochs").value = defaults.epochs;
-  };
-  // Registered after each kind block's own listener, so they run once its fields are drawn.
-  input("optimizer.type").addEventListener("change", presetLr);
-  input("model.arch").addEventListener("change", presetChosen);
-  presetChosen();
 
   async function submit(specs) {
     clearErrors(form);

@@ -144,3 +144,20 @@ def test_every_choice_and_default_in_the_catalog_is_accepted():
         if "choices" in param:
             assert not accepts_value("not-in-the-catalog"), param
     assert checked > 30
+
+
+def test_the_sweep_settings_and_pruners_are_the_sweep_specs_own():
+    from models.sweep_spec import PRUNER_KNOBS, SweepSpec
+
+    listed = catalog()
+    assert listed["sweep"]["method"]["choices"] == ["grid", "random", "tpe"]
+    assert listed["sweep"]["objective"]["default"] == "val_acc"
+    pruners = {pruner["type"]: pruner for pruner in listed["pruners"]}
+    assert list(pruners) == list(PRUNER_KNOBS)
+    for kind, pruner in pruners.items():
+        knobs = {name: param["default"] for name, param in pruner["params"].items()}
+        assert knobs == PRUNER_KNOBS[kind] and pruner["description"], pruner
+        base = {"dataset": {"name": "digits"}, "model": {"arch": "lenet5"}}
+        space = {"optimizer.lr": {"choice": [0.1]}}
+        stopping = {"type": kind} | {name: value for name, value in knobs.items() if value is not None}
+        SweepSpec.model_validate({"base": base, "space": space, "early_stopping": stopping})
