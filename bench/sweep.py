@@ -8,7 +8,7 @@ train at once on a 2-core machine) on the Settings defaults.
 
 1. Search: N trials (16) of LeNet-5 on Fashion-MNIST (a `train_fraction` share of the training split, the
    whole 9,000-image validation split, half the test set), E epochs each (6), momentum SGD, lr log-uniform
-   in [0.003, 0.3] and momentum uniform in [0.5, 0.99], method random, seed 0, parallelism 2: once without
+   in [0.003, 0.3] and momentum uniform in [0.5, 0.99], method random, seed 0 (--seed), parallelism 2: once without
    early stopping, once with the pruner. Random with a seed draws the same N points both times (each
    trial's point depends on the seed and its number only), so the two searches differ only by the pruning.
    Printed: the trial-epochs each spent (the sum of every trial's epochs: the compute) and the best
@@ -60,6 +60,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-fraction", type=float, default=None)
     parser.add_argument("--pruner", choices=sorted(PRUNERS), default="asha")
+    parser.add_argument("--seed", type=int, default=0, help="the sweeps' seed: which points they draw")
     return parser.parse_args()
 
 
@@ -72,7 +73,9 @@ def base_spec(epochs: int, train_fraction: float, seed: int = 0) -> dict[str, An
     }
 
 
-def sweep_body(name: str, trials: int, epochs: int, fraction: float, pruner: dict | None) -> dict[str, Any]:
+def sweep_body(
+    name: str, trials: int, epochs: int, fraction: float, pruner: dict | None, seed: int
+) -> dict[str, Any]:
     return {
         "name": name,
         "base": base_spec(epochs, fraction),
@@ -85,7 +88,7 @@ def sweep_body(name: str, trials: int, epochs: int, fraction: float, pruner: dic
         "parallelism": 2,
         "objective": "val_acc",
         "early_stopping": pruner,
-        "seed": 0,
+        "seed": seed,
     }
 
 
@@ -145,7 +148,7 @@ def main() -> None:
     print(
         f"search: lenet5 on fashion_mnist (train_fraction {fraction}), {trials} random trials of {epochs} "
         f"epochs over lr (log-uniform 0.003-0.3) and momentum (0.5-0.99), parallelism 2 on 2 workers of "
-        f"1 thread; pruner {pruner}; {os.cpu_count()} cores"
+        f"1 thread; pruner {pruner}; seed {args.seed}; {os.cpu_count()} cores"
     )
     tmp = Path(tempfile.mkdtemp(prefix="trainyard-bench-sweep-"))
     redis_server = stack = None
@@ -159,9 +162,9 @@ def main() -> None:
         stack.start_worker()
         stack.start_worker()
 
-        unpruned, unpruned_s = run_sweep(stack, sweep_body("unpruned", trials, epochs, fraction, None))
+        unpruned, unpruned_s = run_sweep(stack, sweep_body("unpruned", trials, epochs, fraction, None, args.seed))
         describe("unpruned", unpruned, unpruned_s)
-        pruned, pruned_s = run_sweep(stack, sweep_body(f"{args.pruner}", trials, epochs, fraction, pruner))
+        pruned, pruned_s = run_sweep(stack, sweep_body(args.pruner, trials, epochs, fraction, pruner, args.seed))
         describe(args.pruner, pruned, pruned_s)
 
         greedy = ensemble(stack, {"from_sweep": unpruned["id"], "select": "greedy", "size": ENSEMBLE_SIZE})
