@@ -8,8 +8,8 @@ train at once on a 2-core machine) on the Settings defaults.
 
 1. Search: N trials (16) of LeNet-5 on Fashion-MNIST (a `train_fraction` share of the training split, the
    whole 9,000-image validation split, half the test set), E epochs each (6), momentum SGD, lr log-uniform
-   in [0.003, 0.3] and momentum uniform in [0.5, 0.99], method random, seed 0 (--seed), parallelism 2: once without
-   early stopping, once with the pruner. Random with a seed draws the same N points both times (each
+   in [0.003, 0.3] and momentum uniform in [0.5, 0.99], method random, seed 0 (--seed), parallelism 2:
+   once without early stopping, once with the pruner. Random with a seed draws the same N points both times (each
    trial's point depends on the seed and its number only), so the two searches differ only by the pruning.
    Printed: the trial-epochs each spent (the sum of every trial's epochs: the compute) and the best
    validation accuracy each found. Goal: the pruned best within 0.5 points of the unpruned one, with at
@@ -162,9 +162,10 @@ def main() -> None:
         stack.start_worker()
         stack.start_worker()
 
-        unpruned, unpruned_s = run_sweep(stack, sweep_body("unpruned", trials, epochs, fraction, None, args.seed))
+        search = (trials, epochs, fraction)
+        unpruned, unpruned_s = run_sweep(stack, sweep_body("unpruned", *search, None, args.seed))
         describe("unpruned", unpruned, unpruned_s)
-        pruned, pruned_s = run_sweep(stack, sweep_body(args.pruner, trials, epochs, fraction, pruner, args.seed))
+        pruned, pruned_s = run_sweep(stack, sweep_body(args.pruner, *search, pruner, args.seed))
         describe(args.pruner, pruned, pruned_s)
 
         greedy = ensemble(stack, {"from_sweep": unpruned["id"], "select": "greedy", "size": ENSEMBLE_SIZE})
