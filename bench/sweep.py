@@ -9,8 +9,9 @@ train at once on a 2-core machine) on the Settings defaults.
 1. Search: N trials (16) of LeNet-5 on Fashion-MNIST (a `train_fraction` share of the training split, the
    whole 9,000-image validation split, half the test set), E epochs each (6), momentum SGD, lr log-uniform
    in [0.003, 0.3] and momentum uniform in [0.5, 0.99], method random, seed 0 (--seed), parallelism 2:
-   once without early stopping, once with the pruner. Random with a seed draws the same N points both times (each
-   trial's point depends on the seed and its number only), so the two searches differ only by the pruning.
+   once without early stopping, once with the pruner. Random with a seed draws the same N points both
+   times (each trial's point depends on the seed and its number only), so the two searches differ only
+   by the pruning.
    Printed: the trial-epochs each spent (the sum of every trial's epochs: the compute) and the best
    validation accuracy each found. Goal: the pruned best within 0.5 points of the unpruned one, with at
    most 40% of its trial-epochs.
