@@ -347,7 +347,10 @@ class TrialOut(BaseModel):
     number: int
     job_id: str | None = Field(description="null for a point refused before it ran (see error)")
     params: dict[str, Any] = Field(description="the value at each of the space's paths")
-    status: str = Field(description="the job's status (pruned: stopped early by the sweep), or refused")
+    status: str = Field(
+        description="the job's status (pruned: stopped early by the sweep); refused: refused before it ran; "
+        "deleted: its job was deleted since"
+    )
     objective: float | None = Field(
         description="the sweep's objective (val_acc or val_loss): of the kept weights once succeeded, of "
         "the latest epoch before that and when pruned"

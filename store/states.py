@@ -63,6 +63,9 @@ TRAINING_KINDS = frozenset({JobKind.TRAIN, JobKind.TRIAL})
 # A sweep's trial whose point was refused before it ran (an invalid spec, a limit): it has no job, and this
 # stands in for its job's status.
 REFUSED = "refused"
+# A sweep's trial whose job has been deleted since (DELETE /v1/jobs/{id}, retention): it tells the sampler
+# nothing more.
+TRIAL_JOB_DELETED = "deleted"
 
 
 class SweepStatus(StrEnum):

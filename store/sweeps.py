@@ -1,6 +1,6 @@
 """Sweeps in SQL: create one, top it up with trials, record each trial's epochs (and prune), end, cancel.
 
-A sweep's whole state is its rows: the request (`Sweep.spec`, as sent) and one SweepTrial per point tried,
+A sweep's whole state is its rows: the request (`Sweep.spec`) and one SweepTrial per point tried,
 whose state and objective are its job's. Every decision (the next point, whether a trial stops) replays
 those rows into an in-memory Optuna study (models.sweeps), so Optuna keeps no store of its own that could
 disagree with this one, and a restarted API or worker picks the sweep up where the rows leave it.
@@ -20,7 +20,7 @@ from models.spec import SpecError
 from models.sweeps import SweepSpec, TrialRecord, next_trial, no_trials_left, should_prune
 from store import jobs, pages
 from store.settings import Settings
-from store.states import ACTIVE, REFUSED, JobKind, JobStatus, SweepStatus
+from store.states import ACTIVE, REFUSED, TRIAL_JOB_DELETED, JobKind, JobStatus, SweepStatus
 from store.tables import Job, Sweep, SweepTrial, utcnow
 from store.vetting import vet_spec
 
@@ -34,10 +34,11 @@ def sweep_spec(sweep: Sweep) -> SweepSpec:
 
 
 def trial_status(trial: SweepTrial) -> str:
-    """The trial's job's status; REFUSED for a point refused before it ran (it has no job)."""
+    """The trial's job's status; REFUSED for a point refused before it ran (it has no job), and
+    TRIAL_JOB_DELETED once its job has been deleted (by a client, or by retention)."""
     if trial.job is not None:
         return trial.job.status
-    return REFUSED if trial.error is not None else JobStatus.CANCELLED  # its job was deleted
+    return REFUSED if trial.error is not None else TRIAL_JOB_DELETED
 
 
 def trial_objective(trial: SweepTrial, objective: str) -> float | None:
@@ -85,7 +86,8 @@ def list_sweeps(
     session: Session, *, tenant: str, limit: int, cursor: str | None
 ) -> tuple[list[Sweep], str | None]:
     """The tenant's sweeps newest first, and the next page's cursor; ValueError on a bad cursor."""
-    query = select(Sweep).where(Sweep.tenant == tenant).options(selectinload(Sweep.trials))
+    trials = selectinload(Sweep.trials).selectinload(SweepTrial.job)  # each answer shows its trials' jobs
+    query = select(Sweep).where(Sweep.tenant == tenant).options(trials)
     return pages.page(session, query, listing="sweeps", sort=SWEEP_ORDER, limit=limit, cursor=cursor)
 
 
