@@ -28,6 +28,13 @@ PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}$")]
 
 
+def printable_name(name: str | None) -> str | None:
+    """A job's or a sweep's name is shown in lists, logs and the dashboard: printable text, one line."""
+    if name is not None and not name.isprintable():
+        raise ValueError("name must be printable text")
+    return name
+
+
 class SpecError(ValueError):
     """A spec that is well-formed but cannot run; `loc` is the field path inside the JobSpec."""
 
@@ -532,6 +539,11 @@ class JobSpec(Strict):
             data["training"] = _with_default(data.get("training", {}), "epochs", defaults.epochs)
         return data
 
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str | None) -> str | None:
+        return printable_name(name)
+
     @field_validator("regularization")
     @classmethod
     def _dropout_needs_a_preset(cls, regularization: RegularizationSpec, info: ValidationInfo):
@@ -608,12 +620,6 @@ class JobSpec(Strict):
         snapshots, epochs = self.ensemble.snapshots, self.training.epochs
         return [] if snapshots == 1 else list(range(epochs // snapshots, epochs + 1, epochs // snapshots))
 
-    @field_validator("name")
-    @classmethod
-    def _printable(cls, name: str | None) -> str | None:
-        if name is not None and not name.isprintable():
-            raise ValueError("name must be printable text")
-        return name
 
     @field_validator("tags")
     @classmethod

@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from models.spec import JobSpec, SpecError, Strict, Tag
+from models.spec import JobSpec, SpecError, Strict, Tag, printable_name
 from models.sweep_domains import ChoiceDomain, Domain
 from models.sweep_paths import PathError, check_path, with_value
 
@@ -145,9 +145,7 @@ class SweepSpec(Strict):
     @field_validator("name")
     @classmethod
     def _printable(cls, name: str | None) -> str | None:
-        if name is not None and not name.isprintable():
-            raise ValueError("name must be printable text")
-        return name
+        return printable_name(name)
 
     @model_validator(mode="after")
     def _check_space(self) -> SweepSpec:

@@ -50,7 +50,13 @@ export function withKey(path) {
   return `${path}${path.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(key)}`;
 }
 
-/** An EventSource on an API path, carrying the key in its address. */
-export function openEventStream(path) {
-  return new EventSource(withKey(path));
+/** An EventSource on an API path, carrying the key in its address; `onGone` runs if the browser gives up
+ *  on it (after a dropped connection it reconnects by itself, and that is no reason to tell anyone). */
+export function openEventStream(path, onGone = () => {}) {
+  const source = new EventSource(withKey(path));
+  source.addEventListener("error", () => source.readyState === EventSource.CLOSED && onGone());
+  return source;
 }
+
+/** What a view says when its live updates have stopped for good. */
+export const STREAM_GONE = "Live updates stopped: the event stream is not available.";

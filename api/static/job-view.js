@@ -1,6 +1,6 @@
 // One job, live: progress and loss/accuracy/learning-rate curves that grow as the worker reports them,
 // from the job's Server-Sent Events (metric, status, done); a finished job's stream replays its curve.
-import { openEventStream, request, withKey } from "./api.js";
+import { STREAM_GONE, openEventStream, request, withKey } from "./api.js";
 import { createChart, PALETTE } from "./chart.js";
 import {
   TERMINAL,
@@ -238,7 +238,11 @@ export function showJob(main, { id, onChanged }) {
   }
 
   function follow() {
-    source = openEventStream(`/v1/jobs/${id}/events`);
+    source = openEventStream(`/v1/jobs/${id}/events`, () => {
+      notice.textContent = STREAM_GONE;
+      notice.className = "notice error";
+      notice.hidden = false;
+    });
     source.addEventListener("metric", (event) => addPoint(JSON.parse(event.data)));
     source.addEventListener("status", (event) => {
       const update = JSON.parse(event.data);
@@ -255,12 +259,6 @@ export function showJob(main, { id, onChanged }) {
       showJobDetails(JSON.parse(event.data));
       onChanged();
     });
-    source.onerror = () => {
-      if (source.readyState !== EventSource.CLOSED) return; // the browser reconnects by itself
-      notice.textContent = "Live updates stopped: the event stream is not available.";
-      notice.className = "notice error";
-      notice.hidden = false;
-    };
   }
 
   async function cancel() {

@@ -1,6 +1,6 @@
 // One sweep, live: its state, the trials table, a scatter per parameter and the trials' curves, from the
 // sweep's Server-Sent Events (the whole sweep at each change, then done); a trial's curve is its job's.
-import { openEventStream, request } from "./api.js";
+import { STREAM_GONE, openEventStream, request } from "./api.js";
 import { errorLines } from "./ensembles.js";
 import {
   TRIAL_ENDED,
@@ -223,7 +223,11 @@ export function showSweep(main, { id }) {
   }
 
   function follow() {
-    source = openEventStream(`/v1/sweeps/${id}/events`);
+    source = openEventStream(`/v1/sweeps/${id}/events`, () => {
+      notice.textContent = STREAM_GONE;
+      notice.className = "notice error";
+      notice.hidden = false;
+    });
     source.addEventListener("sweep", (event) => render(JSON.parse(event.data)));
     source.addEventListener("done", (event) => {
       source.close();
@@ -231,12 +235,6 @@ export function showSweep(main, { id }) {
       for (const number of Object.keys(fetched)) delete fetched[number];
       render(JSON.parse(event.data));
     });
-    source.onerror = () => {
-      if (source.readyState !== EventSource.CLOSED) return; // the browser reconnects by itself
-      notice.textContent = "Live updates stopped: the event stream is not available.";
-      notice.className = "notice error";
-      notice.hidden = false;
-    };
   }
 
   async function cancel() {
