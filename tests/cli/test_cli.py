@@ -366,3 +366,26 @@ def test_dataset_upload_prints_the_id_a_job_trains_on_and_list_shows_it(stack, t
     refused = trainyard(stack.url, "dataset", "upload", str(broken))
     assert refused.returncode == 2
     assert "not a .npz (zip) archive" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_sweep_create_wait_show_and_cancel(stack, tmp_path):
+    body = {
+        "name": "cli-sweep",
+        "base": lenet_spec(training=training(epochs=1)),
+        "space": {"optimizer.lr": {"choice": [0.1, 0.05]}},
+        "method": "grid",
+    }
+    created = trainyard(stack.url, "sweep", "create", write_spec(tmp_path, body), "--wait")
+    assert created.returncode == 0, created.stderr
+    sweep_id = created.stdout.split()[1]
+    assert "succeeded" in created.stdout.splitlines()[0] and "best: trial" in created.stdout
+    shown = trainyard(stack.url, "sweep", "show", sweep_id, "--json")
+    assert json_lines(shown.stdout)[0]["status"] == "succeeded"
+    assert {t["status"] for t in json_lines(shown.stdout)[0]["trials"]} == {"succeeded"}
+
+    running = TrainyardClient(stack.url).create_sweep(body | {"name": "cli-cancelled"})
+    cancelled = trainyard(stack.url, "sweep", "cancel", running["id"])
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "cancelled" in cancelled.stdout.splitlines()[0]
+    again = trainyard(stack.url, "sweep", "cancel", running["id"])
+    assert again.returncode == 1 and "409" in again.stderr
