@@ -62,6 +62,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-fraction", type=float, default=None)
     parser.add_argument("--pruner", choices=sorted(PRUNERS), default="asha")
     parser.add_argument("--seed", type=int, default=0, help="the sweeps' seed: which points they draw")
+    parser.add_argument(
+        "--reduction-factor", type=int, default=None, help="asha and hyperband: 1/factor of trials go on"
+    )
     return parser.parse_args()
 
 
@@ -146,6 +149,8 @@ def main() -> None:
     epochs = args.epochs or (3 if args.quick else 6)
     fraction = args.train_fraction or (0.05 if args.quick else 0.2)
     pruner = PRUNERS[args.pruner]
+    if args.reduction_factor is not None and "reduction_factor" in pruner:
+        pruner = pruner | {"reduction_factor": args.reduction_factor}
     print(
         f"search: lenet5 on fashion_mnist (train_fraction {fraction}), {trials} random trials of {epochs} "
         f"epochs over lr (log-uniform 0.003-0.3) and momentum (0.5-0.99), parallelism 2 on 2 workers of "
