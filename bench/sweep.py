@@ -46,8 +46,9 @@ from tests.live_stack import LiveStack  # noqa: E402
 from trainyard.services import start_private_redis  # noqa: E402
 
 PRUNERS = {
-    # Successive halving at epochs 1, 3, 9: a third of the trials goes on at each rung.
-    "asha": {"type": "asha", "min_resource": 1, "reduction_factor": 3},
+    # Successive halving at epochs 1 and 4: a quarter of the trials goes on at each rung (Optuna's own
+    # factor; with the service's default 3, one of the two seeds measured spent 42% of the epochs).
+    "asha": {"type": "asha", "min_resource": 1, "reduction_factor": 4},
     "median": {"type": "median", "n_startup_trials": 4, "n_warmup_steps": 1},
     "hyperband": {"type": "hyperband", "min_resource": 1, "reduction_factor": 3},
 }
