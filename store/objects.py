@@ -69,6 +69,11 @@ class ArtifactStore(ABC):
         """The object as a local file where it is one (safetensors then maps it rather than reading it)."""
         return None
 
+    def connect(self) -> None:
+        """Make ready now what the first read or write would: an S3 client loads for a second or more,
+        which inside a training attempt would come out of its lease. A folder needs nothing."""
+        return None
+
     def exists(self, key: str) -> bool:
         try:
             self.size(key)
@@ -227,6 +232,9 @@ class S3Store(ArtifactStore):
 
                 self._clients = {pid: boto3.client("s3", endpoint_url=self.endpoint_url)}
             return self._clients[pid]
+
+    def connect(self) -> None:
+        self.client  # noqa: B018 (made and kept for this process)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
