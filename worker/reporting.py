@@ -62,8 +62,8 @@ class JobReporter:
     ) -> StopReason | None:
         store = artifact_store(self.settings)
         # Named by attempt too: a lost attempt that has not noticed yet never overwrites its successor's.
-        name = f"checkpoint-e{state.epoch:04d}-a{self.claim.attempt}.safetensors"
-        artifact = Artifact(store, job_key(self.claim.job_id, name))
+        file_name = f"checkpoint-e{state.epoch:04d}-a{self.claim.attempt}.safetensors"
+        artifact = Artifact(store, job_key(self.claim.job_id, file_name))
         save_checkpoint(artifact, state)
         epoch_points = [
             streams.Point(state.step, float(state.epoch), name, metrics[name], self.claim.attempt)
