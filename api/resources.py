@@ -22,6 +22,7 @@ from api.job_feeds import JobFeeds
 from api.predictors import PredictorCache
 from api.rate_limit import KeyRateLimit
 from store.db import make_session_factory
+from store.objects import ArtifactStore, artifact_store
 from store.queue import make_celery
 from store.settings import Settings
 from store.streams import make_async_redis, make_redis
@@ -56,6 +57,7 @@ class ApiResources:
     predictors: PredictorCache
     feeds: JobFeeds
     rate_limit: KeyRateLimit
+    store: ArtifactStore  # weights, checkpoints and uploads, as every host sees them
     keys: RememberedKeys = field(default_factory=RememberedKeys)
 
     @classmethod
@@ -74,6 +76,7 @@ class ApiResources:
             predictors=PredictorCache(settings.predictor_cache_mb * 2**20),
             feeds=JobFeeds(async_client, settings.sse_batch_s),
             rate_limit=KeyRateLimit(settings),
+            store=artifact_store(settings),
         )
 
     async def aclose(self) -> None:

@@ -106,11 +106,12 @@ def submit_ensemble(
 
 def _create_ensemble(session: Session, resources: ApiResources, tenant: str, body: EnsembleIn) -> Created:
     with spec_errors_as_422():
-        refs = body.refs() if body.from_sweep is None else _sweep_refs(session, tenant, body)
+        refs = body.refs() if body.from_sweep is None else _sweep_refs(session, resources, tenant, body)
     if errors := ensemble_limit_errors(len(refs), resources.settings):
         raise RequestValidationError(errors)
     with spec_errors_as_422():
-        sources = ensembles.resolve_members(session, refs, tenant)  # another tenant's run is unknown
+        # Another tenant's run is unknown.
+        sources = ensembles.resolve_members(session, refs, resources.store, tenant)
         # Shapes and metadata only: no weights are loaded here.
         check_members([_header_member(index, source) for index, source in enumerate(sources)], body.method)
     name = body.name or (
@@ -160,13 +161,16 @@ def _create_sweep(session: Session, resources: ApiResources, tenant: str, spec: 
     )
 
 
-def _sweep_refs(session: Session, tenant: str, body: EnsembleIn) -> list[dict[str, Any]]:
+def _sweep_refs(
+    session: Session, resources: ApiResources, tenant: str, body: EnsembleIn
+) -> list[dict[str, Any]]:
     """The members chosen from the sweep's succeeded trials, on their validation numbers only."""
     sweep = sweeps.get_sweep(session, body.from_sweep, tenant)  # another tenant's sweep is unknown
     if sweep is None:
         raise SpecError(("from_sweep",), f"sweep {body.from_sweep} not found")
     runs = [run for trial in sweep.trials if trial.job is not None for run in trial.job.runs]
-    return select_members(runs, body.select, body.size, sweeps.sweep_spec(sweep).objective)
+    objective = sweeps.sweep_spec(sweep).objective
+    return select_members(runs, body.select, body.size, objective, store=resources.store)
 
 
 def _header_member(index: int, source: ensembles.MemberSource) -> Member:

@@ -11,20 +11,19 @@ changes.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import redis
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session
 
-from models.uploads import stored_path
-from store import jobs, streams
-from store.artifacts import job_dir, val_predictions_path
+from store import jobs, streams, uploads
+from store.artifacts import job_prefix, val_predictions_path
+from store.objects import Artifact, ArtifactStore
+from store.settings import Settings
 from store.states import ACTIVE, TERMINAL, EnsembleStatus
 from store.tables import (
     Checkpoint,
@@ -51,20 +50,21 @@ class Refused(Exception):
 
 @dataclass
 class Removal:
-    """What goes once the rows are gone: files and folders, and the Redis keys of the jobs deleted."""
+    """What goes once the rows are gone: objects of the artifact store, folders of it (a prefix each), and
+    the Redis keys of the jobs deleted."""
 
-    paths: list[Path] = field(default_factory=list)
+    artifacts: list[Artifact] = field(default_factory=list)
+    folders: list[Artifact] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
     ensemble_ids: list[str] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
 
     def finish(self, client: redis.Redis | None = None) -> None:
         """Remove the files (and, given a client, the jobs' streams); call it after the commit."""
-        for path in self.paths:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        for artifact in self.artifacts:
+            artifact.delete()
+        for folder in self.folders:
+            folder.store.delete_prefix(folder.key)
         if client is not None and self.job_ids:
             keys = [key(job_id) for job_id in self.job_ids for key in JOB_KEYS]
             client.delete(*keys)
@@ -93,7 +93,7 @@ def job_refusal(session: Session, job: Job) -> str | None:
     return None
 
 
-def delete_job(session: Session, job: Job, artifacts_dir: Path) -> Removal:
+def delete_job(session: Session, job: Job, store: ArtifactStore) -> Removal:
     """Delete a finished top-level job with its member jobs and the ensemble it built (an ensemble job's,
     which is part of it); Refused while it or a member is queued or running, or another stored ensemble
     uses one of its runs."""
@@ -106,10 +106,11 @@ def delete_job(session: Session, job: Job, artifacts_dir: Path) -> Removal:
     own = ensembles_built_by(session, job.id)
     checkpoints = session.scalars(select(Checkpoint.path).where(Checkpoint.job_id.in_(ids))).all()
     removal = Removal(
-        paths=[job_dir(artifacts_dir, job_id) for job_id in ids]
-        + [Path(path) for path in checkpoints]
-        + [path for run in runs for path in run_files(run)]
-        + [Path(ensemble.weights_path) for ensemble in own if ensemble.weights_path],
+        # Each stored object by its row too: rows from before keys name absolute paths, anywhere.
+        artifacts=[store.at(path) for path in checkpoints]
+        + [artifact for run in runs for artifact in run_files(run, store)]
+        + [store.at(ensemble.weights_path) for ensemble in own if ensemble.weights_path],
+        folders=[Artifact(store, job_prefix(job_id)) for job_id in ids],
         job_ids=ids,
         ensemble_ids=[ensemble.id for ensemble in own],
         run_ids=[run.id for run in runs],
@@ -125,11 +126,12 @@ def delete_job(session: Session, job: Job, artifacts_dir: Path) -> Removal:
     return removal
 
 
-def run_files(run: Run) -> list[Path]:
+def run_files(run: Run, store: ArtifactStore) -> list[Artifact]:
     """A run's files: its weights, averaged weights and validation predictions (which runs stored before
     they were kept lack: removing what is not there is harmless)."""
-    paths = [Path(run.weights_path), val_predictions_path(run.weights_path)]
-    return paths + ([Path(run.averaged_weights_path)] if run.averaged_weights_path else [])
+    weights = store.at(run.weights_path)
+    averaged = [store.at(run.averaged_weights_path)] if run.averaged_weights_path else []
+    return [weights, val_predictions_path(weights), *averaged]
 
 
 def ensembles_built_by(session: Session, job_id: str) -> list[Ensemble]:
@@ -168,22 +170,22 @@ def _delete(session: Session, statement) -> None:
 # ---------------------------------------------------------------- ensembles and datasets
 
 
-def delete_ensemble(session: Session, ensemble: Ensemble) -> Removal:
+def delete_ensemble(session: Session, ensemble: Ensemble, store: ArtifactStore) -> Removal:
     """Delete an ensemble and its averaged weights; Refused while it is being built."""
     if ensemble.status == EnsembleStatus.BUILDING:
         raise Refused(f"ensemble {ensemble.id} is still building: delete it once it is ready or failed")
     _delete(session, delete(Ensemble).where(Ensemble.id == ensemble.id))
-    paths = [Path(ensemble.weights_path)] if ensemble.weights_path else []
-    return Removal(paths=paths, ensemble_ids=[ensemble.id])
+    artifacts = [store.at(ensemble.weights_path)] if ensemble.weights_path else []
+    return Removal(artifacts=artifacts, ensemble_ids=[ensemble.id])
 
 
-def delete_dataset(session: Session, dataset: Dataset, data_dir: Path) -> Removal:
+def delete_dataset(session: Session, dataset: Dataset, settings: Settings) -> Removal:
     """Delete an uploaded dataset and its file; Refused while a queued or running job trains on it."""
     users = dataset_users(session, dataset)
     if users:
         raise Refused(f"jobs {', '.join(users)} train on dataset {dataset.id}: wait for them or cancel them")
     _delete(session, delete(Dataset).where(Dataset.id == dataset.id))
-    return Removal(paths=[stored_path(data_dir, dataset.id)])
+    return Removal(artifacts=uploads.upload_files(dataset.id, settings))
 
 
 def dataset_users(session: Session, dataset: Dataset) -> list[str]:
@@ -209,7 +211,7 @@ def delete_expired_jobs(
     scope: Callable[[], AbstractContextManager[Session]],
     *,
     finished_before: datetime,
-    artifacts_dir: Path,
+    store: ArtifactStore,
     client: redis.Redis | None = None,
     batch: int = 100,
 ) -> list[str]:
@@ -239,7 +241,7 @@ def delete_expired_jobs(
                     log.info("retention keeps job %s: %s", job.id, refusal)
                     kept.add(job.id)
                     continue
-                removals.append(delete_job(session, job, artifacts_dir))
+                removals.append(delete_job(session, job, store))
         for removal in removals:  # committed: now the files
             removal.finish(client)
             deleted.append(removal.job_ids[0])

@@ -16,6 +16,7 @@ from models.ensemble_selection import greedy_selection, top_k
 from models.spec import SpecError
 from store.artifacts import load_val_predictions, val_predictions_path
 from store.ensembles import member_ref
+from store.objects import ArtifactStore
 from store.tables import Run
 
 Selection = Literal["top_k", "greedy"]
@@ -27,7 +28,12 @@ HIGHER_IS_BETTER = {"val_acc": True, "val_loss": False}
 
 
 def select_members(
-    candidates: Sequence[Run], select: Selection, size: int, objective: Objective = "val_acc"
+    candidates: Sequence[Run],
+    select: Selection,
+    size: int,
+    objective: Objective = "val_acc",
+    *,
+    store: ArtifactStore,
 ) -> list[dict[str, Any]]:
     """Member refs for create_ensemble: `size` of them, a run chosen twice by greedy appearing twice.
 
@@ -47,18 +53,18 @@ def select_members(
             raise SpecError(("size",), f"top_k of {size} from {len(candidates)} runs: size is at most that")
         chosen = top_k([_metric(run, objective) for run in candidates], size, HIGHER_IS_BETTER[objective])
     elif select == "greedy":
-        probs, labels = _shared_split([run_val_predictions(run) for run in candidates], candidates)
+        probs, labels = _shared_split([run_val_predictions(run, store) for run in candidates], candidates)
         chosen = greedy_selection(probs, labels, size, GREEDY_METRIC[objective])
     else:
         raise SpecError(("select",), f"select must be top_k or greedy, got {select!r}")
     return [member_ref(candidates[index].id) for index in chosen]
 
 
-def run_val_predictions(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+def run_val_predictions(run: Run, store: ArtifactStore) -> tuple[torch.Tensor, torch.Tensor]:
     """The run's stored (probs, labels) on its validation split; a SpecError naming the run if it has none
     (runs stored before validation predictions were kept)."""
     try:
-        return load_val_predictions(val_predictions_path(run.weights_path))
+        return load_val_predictions(val_predictions_path(store.at(run.weights_path)))
     except FileNotFoundError:
         raise SpecError(
             ("select",),

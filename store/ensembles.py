@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from models.spec import SpecError
 from store.artifacts import load_checkpoint_model, load_weights, read_meta, read_shapes
+from store.objects import Artifact, ArtifactStore
 from store.states import EnsembleStatus
 from store.tables import Checkpoint, Ensemble, Run, new_id, utcnow
 
@@ -25,21 +25,21 @@ class MemberSource:
     """
 
     ref: dict[str, Any]  # {"run_id", "epoch", "averaged"} as stored with the ensemble
-    tensors_path: Path
-    meta_path: Path
+    tensors: Artifact
+    meta_from: Artifact
     snapshot: bool
 
     def meta(self) -> dict[str, Any]:
-        return read_meta(self.meta_path) | {"source": self.ref}
+        return read_meta(self.meta_from) | {"source": self.ref}
 
     def shapes(self) -> dict[str, torch.Tensor]:
         """The tensors as meta-device stand-ins (shapes and dtypes), read from the file's header alone."""
-        return read_shapes(self.tensors_path, "model." if self.snapshot else "")
+        return read_shapes(self.tensors, "model." if self.snapshot else "")
 
     def load(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         if self.snapshot:
-            return load_checkpoint_model(self.tensors_path), self.meta()
-        state_dict, _ = load_weights(self.tensors_path)
+            return load_checkpoint_model(self.tensors), self.meta()
+        state_dict, _ = load_weights(self.tensors)
         return state_dict, self.meta()
 
 
@@ -48,38 +48,39 @@ def member_ref(run_id: str, epoch: int | None = None, averaged: bool = False) ->
 
 
 def resolve_members(
-    session: Session, refs: list[dict[str, Any]], tenant: str | None = None
+    session: Session, refs: list[dict[str, Any]], store: ArtifactStore, tenant: str | None = None
 ) -> list[MemberSource]:
-    """Each reference's files; a SpecError at ("members", i) for what does not exist, is not kept, or
-    (with `tenant`) is another tenant's."""
+    """Each reference's objects in `store`; a SpecError at ("members", i) for what does not exist, is not
+    kept, or (with `tenant`) is another tenant's."""
     sources = []
     for index, ref in enumerate(refs):
         loc = ("members", index)
         run = session.get(Run, ref["run_id"])
         if run is None or (tenant is not None and run.job.tenant != tenant):
             raise SpecError(loc, f"run {ref['run_id']} not found")
-        meta_path = Path(run.weights_path)
+        meta_from = store.at(run.weights_path)
         if ref.get("averaged"):
             if ref.get("epoch") is not None:
                 raise SpecError(loc, "a member is either a snapshot (epoch) or averaged weights, not both")
             if not run.averaged_weights_path:
                 raise SpecError(loc, f"run {run.id} has no averaged weights (its param_averaging was none)")
-            sources.append(MemberSource(ref, Path(run.averaged_weights_path), meta_path, snapshot=False))
+            averaged = store.at(run.averaged_weights_path)
+            sources.append(MemberSource(ref, averaged, meta_from, snapshot=False))
         elif ref.get("epoch") is not None:
-            snapshot = _snapshot_path(session, run, ref["epoch"], loc)
-            sources.append(MemberSource(ref, snapshot, meta_path, snapshot=True))
+            snapshot = _snapshot(session, run, ref["epoch"], loc, store)
+            sources.append(MemberSource(ref, snapshot, meta_from, snapshot=True))
         else:
-            sources.append(MemberSource(ref, meta_path, meta_path, snapshot=False))
+            sources.append(MemberSource(ref, meta_from, meta_from, snapshot=False))
     return sources
 
 
-def _snapshot_path(session: Session, run: Run, epoch: int, loc: tuple) -> Path:
+def _snapshot(session: Session, run: Run, epoch: int, loc: tuple, store: ArtifactStore) -> Artifact:
     checkpoints = session.scalars(
         select(Checkpoint).where(Checkpoint.job_id == run.job_id).order_by(Checkpoint.id.desc())
     ).all()
     for checkpoint in checkpoints:
-        if checkpoint.epoch == epoch and Path(checkpoint.path).exists():
-            return Path(checkpoint.path)
+        if checkpoint.epoch == epoch and store.at(checkpoint.path).exists():
+            return store.at(checkpoint.path)
     kept = sorted({c.epoch for c in checkpoints})
     raise SpecError(
         loc,
@@ -127,7 +128,7 @@ def finish_ensemble(
     ensemble_id: str,
     *,
     evaluation: dict[str, Any] | None = None,
-    weights_path: Path | None = None,
+    weights: Artifact | None = None,
     error: str | None = None,
 ) -> bool:
     """Building ends once: ready with its evaluation, or failed with the reason."""
@@ -137,7 +138,7 @@ def finish_ensemble(
         .values(
             status=EnsembleStatus.FAILED if error else EnsembleStatus.READY,
             evaluation=evaluation,
-            weights_path=str(weights_path) if weights_path else None,
+            weights_path=weights.key if weights else None,
             error=error,
             finished_at=utcnow(),
         )

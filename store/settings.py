@@ -16,6 +16,14 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(
         None, description="where mnist, fashion_mnist and cifar10 files are read from; default: home/data"
     )
+    artifacts_url: str | None = Field(
+        None,
+        description="where weights, checkpoints and uploads are kept: s3://bucket/prefix (an object store "
+        "every host shares) or a folder; default: home/artifacts",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="the S3 API's address for a store other than AWS's (MinIO: http://minio:9000)"
+    )
     database_url: str | None = Field(
         None, validation_alias=AliasChoices("DATABASE_URL", "TRAINYARD_DATABASE_URL")
     )
@@ -137,6 +145,7 @@ class Settings(BaseSettings):
 
     @property
     def artifacts_dir(self) -> Path:
+        """The local artifact store's folder (the default store; artifacts_url a folder overrides it)."""
         return (self.home / "artifacts").resolve()
 
     @property

@@ -44,6 +44,7 @@ def vet_spec(session: Session, spec: JobSpec, tenant: str, settings: Settings) -
     """The spec's network summary and the limits it exceeds; raises SpecError (or DatasetUnavailable, a
     SpecError) for a spec that cannot run at all."""
     uploads.check_dataset_access(session, spec.dataset, tenant)  # before its file is read
+    uploads.fetch_upload(spec.dataset, settings)  # uploaded through another API host, perhaps
     summary = inspect_model(spec, settings.data_dir)
     ensure_available(spec.dataset, settings.data_dir)
     errors = (

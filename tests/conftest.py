@@ -15,6 +15,7 @@ import torch
 
 from tests.in_process_api import InProcessApi, stack_settings
 from tests.live_stack import LiveStack
+from tests.s3_server import CREDENTIALS, S3Server, start_s3_server
 from trainyard.services import start_private_redis
 
 # make test runs two pytest processes on two cores: torch's intra-op threads (one per core in each by
@@ -32,6 +33,19 @@ def redis_server(tmp_path_factory) -> Iterator[str]:
     """A private Redis per test session (the bundled server), so no test sees another's keys."""
     server = start_private_redis(tmp_path_factory.mktemp("redis"))
     yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 API server process (moto's), as Redis is one; each test asks it for a bucket of its own.
+    This process signs with the test credentials unless some are set already."""
+    server = start_s3_server()
+    missing = {name: value for name, value in CREDENTIALS.items() if name not in os.environ}
+    os.environ.update(missing)
+    yield server
+    for name in missing:
+        os.environ.pop(name, None)
     server.stop()
 
 

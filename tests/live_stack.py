@@ -54,11 +54,11 @@ class LiveStack(StackClient):
         self.api_key: str | None = None
         self.webhook_secrets: dict[str, str] = {}  # tenant: the secret printed with its first key
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.home / log_name, "ab")
         # Own session: the test can kill a whole process tree (worker and its training child) at once.
         return subprocess.Popen(
-            CLI + args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            CLI + args, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def new_key(self, tenant: str = "default") -> str:
@@ -87,15 +87,28 @@ class LiveStack(StackClient):
             time.sleep(0.2)
         raise TimeoutError(f"the API did not start:\n{self.log('api.log')}")
 
-    def start_worker(self, concurrency: int = 1) -> subprocess.Popen:
-        worker = self._spawn(["worker", "--concurrency", str(concurrency)], f"worker-{len(self.workers)}.log")
+    def start_worker(
+        self, concurrency: int = 1, home: Path | None = None, wait: bool = True
+    ) -> subprocess.Popen:
+        """A worker; with `home`, a TRAINYARD_HOME of its own (another host's disk). Its log is the
+        stack's worker-N.log either way. `wait=False`: started, not waited for (wait_ready)."""
+        env = self.env | {"TRAINYARD_HOME": str(home)} if home else None
+        worker = self._spawn(
+            ["worker", "--concurrency", str(concurrency)], f"worker-{len(self.workers)}.log", env
+        )
         self.workers.append(worker)
+        if wait:
+            self.wait_ready(worker)
+        return worker
+
+    def wait_ready(self, worker: subprocess.Popen) -> None:
+        log_name = f"worker-{self.workers.index(worker)}.log"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if worker.poll() is not None:
-                raise RuntimeError(f"the worker exited:\n{self.log(f'worker-{len(self.workers) - 1}.log')}")
-            if "ready." in self.log(f"worker-{len(self.workers) - 1}.log"):
-                return worker
+                raise RuntimeError(f"the worker exited:\n{self.log(log_name)}")
+            if "ready." in self.log(log_name):
+                return
             time.sleep(0.2)
         raise TimeoutError("the worker did not become ready")
 

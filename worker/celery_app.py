@@ -8,6 +8,7 @@ import threading
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
+from store.objects import artifact_store
 from store.queue import make_celery
 from store.settings import get_settings
 from worker import shutdown
@@ -52,6 +53,7 @@ def _init_training_process(**_) -> None:
         import torch
 
         torch.set_num_threads(settings.threads_per_process)
+    artifact_store(settings).connect()
 
 
 @worker_ready.connect

@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from models.datasets import load_splits
 from models.ensemble import EnsemblePredictor, Member, check_members, evaluate_ensemble
 from models.ensemble_selection import top_k
-from store import ensembles
-from store.artifacts import save_weights
+from store import ensembles, uploads
+from store.artifacts import ensemble_key, save_weights
 from store.db import session_scope
+from store.objects import Artifact, artifact_store
 from store.settings import get_settings
 from store.states import EnsembleStatus
 from store.tables import Run
@@ -26,10 +26,6 @@ class BuildOutcome:
     status: EnsembleStatus  # READY or FAILED
     evaluation: dict[str, Any] | None
     error: str | None
-
-
-def ensemble_weights_path(ensemble_id: str) -> Path:
-    return get_settings().artifacts_dir / "ensembles" / f"{ensemble_id}.safetensors"
 
 
 def ensemble_warnings(method: str, refs: list[dict[str, Any]]) -> list[str]:
@@ -84,10 +80,11 @@ def build_ensemble(ensemble_id: str) -> BuildOutcome:
         if ensemble.status != EnsembleStatus.BUILDING:
             return BuildOutcome(ensemble.status, ensemble.evaluation, ensemble.error)
         method, refs = ensemble.method, ensemble.members
-    evaluation, weights_path, error = None, None, None
+    store = artifact_store(settings)
+    evaluation, weights, error = None, None, None
     try:
         with session_scope() as session:
-            sources = ensembles.resolve_members(session, refs)
+            sources = ensembles.resolve_members(session, refs, store)
             val_accs = {
                 ref["run_id"]: (session.get(Run, ref["run_id"]).metrics or {}).get("val_acc") for ref in refs
             }
@@ -96,6 +93,7 @@ def build_ensemble(ensemble_id: str) -> BuildOutcome:
         # Member 0's job defines the test split the ensemble is scored on (and the training inputs that
         # recompute batch-norm statistics of averaged weights).
         spec = members[0].meta["spec"]
+        uploads.fetch_upload(spec["dataset"], settings)
         splits = load_splits(spec["dataset"], spec["model"], data_dir=settings.data_dir)
         train_batches = splits.batches(splits.train_raw[0], 256)
         # Built once: for `weights` this averages (and recomputes batch norm) once, for scoring and saving.
@@ -109,18 +107,16 @@ def build_ensemble(ensemble_id: str) -> BuildOutcome:
         if warnings:
             evaluation["warnings"] = warnings
         if method == "weights":
-            weights_path = ensemble_weights_path(ensemble_id)
+            weights = Artifact(store, ensemble_key(ensemble_id))
             [averaged] = predictor.stack.modules
             # Copies: the predictor's modules hold views into its grouped network's stacked storage.
             state = {name: tensor.clone() for name, tensor in averaged.state_dict().items()}
             meta = members[0].meta | {"ensemble_id": ensemble_id, "method": method, "members": refs}
-            save_weights(weights_path, state, meta)
+            save_weights(weights, state, meta)
     except Exception as exc:  # bad members or data: the ensemble fails with the reason
         log.error("ensemble %s failed:\n%s", ensemble_id, traceback.format_exc())
         error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
     with session_scope() as session:
-        ensembles.finish_ensemble(
-            session, ensemble_id, evaluation=evaluation, weights_path=weights_path, error=error
-        )
+        ensembles.finish_ensemble(session, ensemble_id, evaluation=evaluation, weights=weights, error=error)
         ensemble = ensembles.get_ensemble(session, ensemble_id)
         return BuildOutcome(ensemble.status, ensemble.evaluation, ensemble.error)

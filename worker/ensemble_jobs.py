@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from models.datasets import load_splits
 from models.spec import JobSpec
-from store import ensembles, jobs, lifecycle, streams
+from store import ensembles, jobs, lifecycle, streams, uploads
 from store.db import session_scope
 from store.settings import get_settings
 from store.states import TERMINAL, EnsembleStatus, JobStatus
@@ -71,6 +71,8 @@ def plan_ensemble(job_id: str) -> Plan | None:
             return None
         spec = JobSpec.model_validate(job.spec)
         # A redelivered task keeps the strategy chosen the first time.
+        if not job.strategy:
+            uploads.fetch_upload(spec.dataset, settings)  # an upload's shape tells the step's FLOPs
         strategy = job.strategy or choose_strategy(spec, pick_device(settings.device), settings.data_dir)
         members = lifecycle.start_ensemble(session, job_id, strategy)
     if members is None:
@@ -96,12 +98,13 @@ def train_vectorized(spec: JobSpec, member_ids: list[str]) -> None:
         return
     client = streams.get_redis()
     try:
-        resumes = [resume_state(claim) for claim in claims]
+        resumes = [resume_state(claim, settings) for claim in claims]
         if len({claim.attempt for claim in claims}) > 1 or len({r.step if r else 0 for r in resumes}) > 1:
             # Members recovered one by one stand at different points: each goes on alone.
             for claim in claims:
                 train_claimed(claim)
             return
+        uploads.fetch_upload(spec.dataset, settings)
         splits = load_splits(spec.dataset, spec.model, data_dir=settings.data_dir)
         reporters = [JobReporter(claim, client, settings) for claim in claims]
         for reporter in reporters:

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from store import deletion, lifecycle, streams
 from store.db import session_scope
+from store.objects import artifact_store
 from store.queue import enqueue_finish_ensemble, enqueue_job, enqueue_training
 from store.settings import Settings
 from store.states import JobStatus
@@ -65,7 +66,7 @@ def apply_retention(settings: Settings) -> list[str]:
     deleted = deletion.delete_expired_jobs(
         session_scope,
         finished_before=finished_before,
-        artifacts_dir=settings.artifacts_dir,
+        store=artifact_store(settings),
         client=streams.get_redis(),
     )
     if deleted:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import redis
 
 from models.spec import JobSpec
 from store import lifecycle, streams, sweeps
-from store.artifacts import TrainingState, job_dir, save_checkpoint
+from store.artifacts import TrainingState, job_key, save_checkpoint
 from store.db import session_scope
 from store.lifecycle import Claim
+from store.objects import Artifact, artifact_store
 from store.settings import Settings, get_settings
 from store.states import JobKind, JobStatus, StopReason
 from store.tables import Checkpoint
@@ -60,19 +60,20 @@ class JobReporter:
     def epoch_end(
         self, state: TrainingState, metrics: dict[str, float], progress: dict[str, float]
     ) -> StopReason | None:
-        path = (
-            job_dir(self.settings.artifacts_dir, self.claim.job_id)
-            # Named by attempt too: a lost attempt that has not noticed yet never overwrites its successor's.
-            / f"checkpoint-e{state.epoch:04d}-a{self.claim.attempt}.safetensors"
-        )
-        save_checkpoint(path, state)
+        store = artifact_store(self.settings)
+        # Named by attempt too: a lost attempt that has not noticed yet never overwrites its successor's.
+        file_name = f"checkpoint-e{state.epoch:04d}-a{self.claim.attempt}.safetensors"
+        artifact = Artifact(store, job_key(self.claim.job_id, file_name))
+        save_checkpoint(artifact, state)
         epoch_points = [
             streams.Point(state.step, float(state.epoch), name, metrics[name], self.claim.attempt)
             for name in ("val_loss", "val_acc")
         ]
         status = streams.status_fields(JobStatus.RUNNING, self.claim.attempt, progress, metrics)
         reason = self.report(epoch_points, progress, status)
-        checkpoint = Checkpoint(job_id=self.claim.job_id, epoch=state.epoch, step=state.step, path=str(path))
+        checkpoint = Checkpoint(
+            job_id=self.claim.job_id, epoch=state.epoch, step=state.step, path=artifact.key
+        )
         job_metrics = metrics | ({"dropped_points": self.dropped_points} if self.dropped_points else {})
         pruned = False
         with session_scope() as session:
@@ -90,7 +91,7 @@ class JobReporter:
                 else []
             )
         for stale_path in stale:
-            Path(stale_path).unlink(missing_ok=True)
+            store.at(stale_path).delete()
         if reason or not owned:
             return reason or StopReason.LOST
         if pruned:

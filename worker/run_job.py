@@ -6,7 +6,6 @@ import logging
 import time
 import traceback
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -14,10 +13,10 @@ from sqlalchemy.orm import Session
 
 from models.datasets import Splits, load_splits
 from models.spec import JobSpec
-from store import ensembles, lifecycle, streams
+from store import ensembles, lifecycle, streams, uploads
 from store.artifacts import (
     TrainingState,
-    job_dir,
+    job_key,
     load_checkpoint,
     save_val_predictions,
     save_weights,
@@ -25,6 +24,7 @@ from store.artifacts import (
 )
 from store.db import session_scope
 from store.lifecycle import Claim, Outcome
+from store.objects import Artifact, artifact_store
 from store.queue import enqueue_training
 from store.settings import Settings, get_settings
 from store.states import JobKind, JobStatus, StopReason
@@ -60,7 +60,8 @@ def train_claimed(claim: Claim) -> JobStatus | None:
     reporter.announce(JobStatus.RUNNING)
     try:
         # Inside the try: an unreadable checkpoint fails the job with its reason, not as a lost worker.
-        resume = resume_state(claim)
+        resume = resume_state(claim, settings)
+        uploads.fetch_upload(spec.dataset, settings)
         splits = load_splits(spec.dataset, spec.model, data_dir=settings.data_dir)
         result = train(
             spec,
@@ -96,11 +97,12 @@ def claim_job(job_id: str, settings: Settings) -> Claim | None:
         return lifecycle.claim(session, job_id, settings.lease_s)
 
 
-def resume_state(claim: Claim) -> TrainingState | None:
+def resume_state(claim: Claim, settings: Settings) -> TrainingState | None:
     with session_scope() as session:
         checkpoint = lifecycle.latest_checkpoint(session, claim.job_id)
-        path = Path(checkpoint.path) if checkpoint else None
-    resume = load_checkpoint(path) if path else None
+        stored = checkpoint.path if checkpoint else None
+    # From the shared store: the attempt before may have run on another host.
+    resume = load_checkpoint(artifact_store(settings).at(stored)) if stored else None
     log.info(
         "job %s: attempt %d%s",
         claim.job_id,
@@ -135,13 +137,13 @@ def success_outcome(
 ) -> Outcome:
     """Store the trained weights (and the averaged ones, if kept) and the validation predictions, and describe
     the run."""
-    directory = job_dir(settings.artifacts_dir, claim.job_id)
+    store = artifact_store(settings)
     info = rebuild_info(spec, splits, claim.job_id, member=claim.member)
-    weights = directory / "member-0.safetensors"
+    weights = Artifact(store, job_key(claim.job_id, "member-0.safetensors"))
     save_weights(weights, result.model.state_dict(), info)
     averaged = None
     if result.averaged_model is not None:
-        averaged = directory / "member-0.averaged.safetensors"
+        averaged = Artifact(store, job_key(claim.job_id, "member-0.averaged.safetensors"))
         averaging = spec.ensemble.param_averaging
         save_weights(averaged, result.averaged_model.state_dict(), info | {"averaged": averaging})
     if result.val_probs is not None:
@@ -156,8 +158,8 @@ def success_outcome(
         seed=spec.training.seed,
         metrics=metrics,
         test_acc=result.metrics["test_acc"],
-        weights_path=str(weights),
-        averaged_weights_path=str(averaged) if averaged else None,
+        weights_path=weights.key,
+        averaged_weights_path=averaged.key if averaged else None,
     )
     return Outcome(JobStatus.SUCCEEDED, metrics=metrics | (extra_metrics or {}), runs=(run,))
 

@@ -81,7 +81,7 @@ def _store(resources: ApiResources, body: bytes, name: str, tenant: str) -> Data
         raise HTTPException(exc.status, exc.message) from exc
     with resources.sessions() as session:
         dataset = uploads.create_dataset(
-            session, upload, body=body, name=name, tenant=tenant, data_dir=settings.data_dir
+            session, upload, body=body, name=name, tenant=tenant, store=resources.store
         )
         session.commit()
         return DatasetOut.of(dataset)
@@ -115,7 +115,7 @@ def delete_dataset(
     if dataset is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {dataset_id} not found")
     try:
-        removal = deletion.delete_dataset(session, dataset, resources.settings.data_dir)
+        removal = deletion.delete_dataset(session, dataset, resources.settings)
     except deletion.Refused as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, exc.message) from exc
     session.commit()

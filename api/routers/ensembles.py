@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api import predictions, submissions
 from api.auth import current_tenant
 from api.deps import ResourcesDep, SessionDep, TenantDep
+from api.downloads import DOWNLOAD_RESPONSES, download
 from api.idempotency import IdempotencyKeyHeader
 from api.limits import page_size
 from api.pages import CursorQuery, bad_cursor_as_422
@@ -26,6 +26,7 @@ from models.ensemble import EnsemblePredictor, Member
 from models.spec import SpecError
 from store import deletion, ensembles, pages
 from store.artifacts import load_weights
+from store.objects import ArtifactStore
 from store.states import EnsembleStatus
 from store.tables import Ensemble
 
@@ -77,15 +78,22 @@ def read_ensemble(ensemble_id: str, session: SessionDep, tenant: TenantDep) -> E
     return EnsembleOut.of(_ensemble_or_404(session, ensemble_id, tenant))
 
 
-@router.get("/{ensemble_id}/weights", response_class=FileResponse)
-def download_weights(ensemble_id: str, session: SessionDep, tenant: TenantDep) -> FileResponse:
+@router.get(
+    "/{ensemble_id}/weights",
+    response_class=StreamingResponse,
+    responses=DOWNLOAD_RESPONSES,
+)
+def download_weights(
+    ensemble_id: str, session: SessionDep, resources: ResourcesDep, tenant: TenantDep
+) -> StreamingResponse:
     """The averaged network of a `weights` ensemble, as safetensors with the metadata that rebuilds it."""
     ensemble = _ensemble_or_404(session, ensemble_id, tenant)
     if ensemble.method != "weights":
         raise HTTPException(status.HTTP_409_CONFLICT, "only a weights ensemble is one network with weights")
-    if ensemble.weights_path is None or not Path(ensemble.weights_path).is_file():
-        raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} is {ensemble.status}")
-    return FileResponse(ensemble.weights_path, media_type="application/octet-stream")
+    not_ready = HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} is {ensemble.status}")
+    if ensemble.weights_path is None:
+        raise not_ready
+    return download(resources.store.at(ensemble.weights_path), missing=not_ready)
 
 
 @router.post("/{ensemble_id}/predict", response_model=PredictionOut, openapi_extra=PREDICT_BODY)
@@ -108,17 +116,19 @@ def _predict(
         if ensemble.method == "weights" and ensemble.status != EnsembleStatus.READY:
             raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id} is still being averaged")
         try:
-            predictor = resources.predictors.get(ensemble.id, lambda: _load_predictor(session, ensemble))
+            predictor = resources.predictors.get(
+                ensemble.id, lambda: _load_predictor(session, resources.store, ensemble)
+            )
         except SpecError as exc:  # a member's run deleted while this ensemble was being created
             raise HTTPException(status.HTTP_409_CONFLICT, f"ensemble {ensemble_id}: {exc.message}") from exc
     return predictions.predict(predictor, inputs, tta)
 
 
-def _load_predictor(session: Session, ensemble: Ensemble) -> EnsemblePredictor:
+def _load_predictor(session: Session, store: ArtifactStore, ensemble: Ensemble) -> EnsemblePredictor:
     if ensemble.method == "weights":
         # Averaged (and batch-norm recomputed) once on the worker: one network, predicted as it is.
-        return EnsemblePredictor([Member(*load_weights(Path(ensemble.weights_path)))], "mean_logits")
-    sources = ensembles.resolve_members(session, ensemble.members)
+        return EnsemblePredictor([Member(*load_weights(store.at(ensemble.weights_path)))], "mean_logits")
+    sources = ensembles.resolve_members(session, ensemble.members, store)
     return EnsemblePredictor([Member(*source.load()) for source in sources], ensemble.method)
 
 
@@ -129,7 +139,7 @@ def delete_ensemble(
     """Delete the ensemble and its averaged weights (its member runs stay); 409 while it is building."""
     ensemble = _ensemble_or_404(session, ensemble_id, tenant)
     try:
-        removal = deletion.delete_ensemble(session, ensemble)
+        removal = deletion.delete_ensemble(session, ensemble, resources.store)
     except deletion.Refused as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, exc.message) from exc
     session.commit()

@@ -120,7 +120,7 @@ def delete_job(job_id: str, session: SessionDep, resources: ResourcesDep, tenant
     job with its members and the ensemble it built); 409 while it runs or a stored ensemble uses its runs."""
     job = _job_or_404(session, job_id, tenant)
     try:
-        removal = deletion.delete_job(session, job, resources.settings.artifacts_dir)
+        removal = deletion.delete_job(session, job, resources.store)
     except deletion.Refused as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, exc.message) from exc
     session.commit()

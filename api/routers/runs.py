@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api import predictions
 from api.auth import current_tenant
 from api.deps import ResourcesDep, SessionDep, TenantDep
+from api.downloads import DOWNLOAD_RESPONSES, download
 from api.limits import page_size
 from api.pages import CursorQuery, TagsQuery, bad_cursor_as_422
 from api.predictions import PREDICT_BODY, TtaQuery
@@ -87,12 +87,17 @@ def read_run(run_id: str, session: SessionDep, tenant: TenantDep) -> RunOut:
     return RunOut.of(_run_or_404(session, run_id, tenant))
 
 
-@router.get("/{run_id}/weights", response_class=FileResponse)
-def download_weights(run_id: str, session: SessionDep, tenant: TenantDep) -> FileResponse:
-    path = Path(_run_or_404(session, run_id, tenant).weights_path)
-    if not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the weights of run {run_id} are missing")
-    return FileResponse(path, media_type="application/octet-stream", filename=f"{run_id}.safetensors")
+@router.get(
+    "/{run_id}/weights",
+    response_class=StreamingResponse,
+    responses=DOWNLOAD_RESPONSES,
+)
+def download_weights(
+    run_id: str, session: SessionDep, resources: ResourcesDep, tenant: TenantDep
+) -> StreamingResponse:
+    weights = resources.store.at(_run_or_404(session, run_id, tenant).weights_path)
+    missing = HTTPException(status.HTTP_404_NOT_FOUND, f"the weights of run {run_id} are missing")
+    return download(weights, missing=missing, filename=f"{run_id}.safetensors")
 
 
 # ---------------------------------------------------------------- predict and export
@@ -117,7 +122,7 @@ def _predict(
     resources: ApiResources, run_id: str, averaged: bool, inputs: np.ndarray, tenant: str, tta: Tta | None
 ) -> PredictionOut:
     with resources.sessions() as session:
-        member = _member_loader(session, run_id, averaged, tenant)
+        member = _member_loader(session, resources, run_id, averaged, tenant)
         # As a one-member ensemble of its logits: the same preprocessing and code path as an ensemble's.
         predictor = resources.predictors.get(
             run_key(run_id, averaged), lambda: EnsemblePredictor([member()], "mean_logits")
@@ -125,14 +130,17 @@ def _predict(
     return predictions.predict(predictor, inputs, tta)
 
 
-def _member_loader(session: Session, run_id: str, averaged: bool, tenant: str) -> Callable[[], Member]:
+def _member_loader(
+    session: Session, resources: ApiResources, run_id: str, averaged: bool, tenant: str
+) -> Callable[[], Member]:
     """The run's network as a Member, loaded when called; 404 for no such run, 409 for no averaged weights."""
     run = _run_or_404(session, run_id, tenant)
+    ref = ensembles.member_ref(run.id, averaged=averaged)
     try:
-        [source] = ensembles.resolve_members(session, [ensembles.member_ref(run.id, averaged=averaged)])
+        [source] = ensembles.resolve_members(session, [ref], resources.store)
     except SpecError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, exc.message) from exc
-    if not source.tensors_path.is_file():
+    if not source.tensors.exists():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"the weights of run {run_id} are missing")
     return lambda: Member(*source.load())
 
@@ -159,5 +167,5 @@ async def export_run(
 
 def _export_onnx(resources: ApiResources, run_id: str, averaged: bool, tenant: str) -> bytes:
     with resources.sessions() as session:
-        member = _member_loader(session, run_id, averaged, tenant)
+        member = _member_loader(session, resources, run_id, averaged, tenant)
     return onnx_bytes(member())

@@ -65,9 +65,11 @@ def test_an_ensemble_jobs_member_is_deleted_only_with_its_ensemble_job(in_proces
 def test_a_dataset_is_refused_while_a_queued_job_trains_on_it_then_deleted_with_its_file(in_process_api):
     api = in_process_api
     dataset = upload(api)
-    stored = api.settings.data_dir / "uploads" / f"{dataset['id']}.npz"
+    stored = api.settings.artifacts_dir / "uploads" / f"{dataset['id']}.npz"  # in the artifact store
     assert stored.is_file()
     job = api.submit(lenet_spec(dataset={"name": "upload", "id": dataset["id"]}, training=training(epochs=1)))
+    copy = api.settings.data_dir / "uploads" / f"{dataset['id']}.npz"  # what vetting the job read
+    assert copy.is_file()
 
     refused = api.http.delete(f"/v1/datasets/{dataset['id']}")
     assert refused.status_code == 409
@@ -77,7 +79,7 @@ def test_a_dataset_is_refused_while_a_queued_job_trains_on_it_then_deleted_with_
     cancel(api, job["id"])
     assert api.http.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
     assert api.http.get(f"/v1/datasets/{dataset['id']}").status_code == 404
-    assert not stored.exists()
+    assert not stored.exists() and not copy.exists()
     # The finished job that trained on it stays; a new one naming it is refused as for any unknown upload.
     assert api.job(job["id"])["status"] == "cancelled"
     again = api.http.post("/v1/jobs", json=lenet_spec(dataset={"name": "upload", "id": dataset["id"]}))

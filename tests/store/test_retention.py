@@ -1,5 +1,8 @@
 """Deleting jobs in store/deletion.py, and the retention sweep, on real databases (SQLite and PostgreSQL)
-with the files a worker writes: rows and files go together, what is in use stays, twice is harmless."""
+with the files a worker writes: rows and files go together, what is in use stays, twice is harmless.
+
+The rows name their files by absolute path, as rows written before the artifact store held keys do: those
+go with their jobs too."""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from store import deletion, ensembles
-from store.artifacts import job_dir, save_val_predictions, save_weights, val_predictions_path
+from store.artifacts import save_val_predictions, save_weights, val_predictions_path
 from store.jobs import create_job
+from store.objects import Artifact, LocalStore
 from store.states import EnsembleStatus, JobStatus
 from store.tables import Checkpoint, CurvePoint, Job, JobTag, Run, WebhookDelivery, utcnow
 from tests.factories import job_spec
@@ -29,8 +33,12 @@ def sessions(engine) -> sessionmaker:
 
 
 @pytest.fixture
-def artifacts(tmp_path) -> Path:
-    return tmp_path / "artifacts"
+def artifacts(tmp_path) -> LocalStore:
+    return LocalStore(tmp_path / "artifacts")
+
+
+def job_dir(artifacts: LocalStore, job_id: str) -> Path:
+    return artifacts.root / "jobs" / job_id
 
 
 def scope_of(sessions: sessionmaker):
@@ -42,7 +50,9 @@ def scope_of(sessions: sessionmaker):
     return scope
 
 
-def finished_job(sessions, artifacts: Path, *, finished_at=OLD, members: int = 1, status=JobStatus.SUCCEEDED):
+def finished_job(
+    sessions, artifacts: LocalStore, *, finished_at=OLD, members: int = 1, status=JobStatus.SUCCEEDED
+):
     """A job as a worker leaves it: runs with weights and validation predictions files, a checkpoint, a
     curve, a webhook delivery."""
     spec = job_spec(tags=["old"], ensemble={"members": members})
@@ -89,7 +99,7 @@ def rows_of(sessions, job_ids: list[str]) -> int:
 
 def sweep(sessions, artifacts) -> list[str]:
     return deletion.delete_expired_jobs(
-        scope_of(sessions), finished_before=utcnow() - RETENTION, artifacts_dir=artifacts, batch=2
+        scope_of(sessions), finished_before=utcnow() - RETENTION, store=artifacts, batch=2
     )
 
 
@@ -125,7 +135,7 @@ def test_a_job_whose_runs_a_stored_ensemble_uses_stays_until_the_ensemble_is_del
     with sessions() as session, session.begin():
         with pytest.raises(deletion.Refused, match=f"ensembles {ensemble_id} use runs"):
             deletion.delete_job(session, session.get(Job, job_id), artifacts)
-        deletion.delete_ensemble(session, ensembles.get_ensemble(session, ensemble_id)).finish()
+        deletion.delete_ensemble(session, ensembles.get_ensemble(session, ensemble_id), artifacts).finish()
     assert sweep(sessions, artifacts) == [job_id]
     assert rows_of(sessions, ids) == 0
 
@@ -148,9 +158,9 @@ def test_a_deleted_runs_validation_predictions_go_with_its_weights(sessions, art
     job_id, _ = finished_job(sessions, artifacts)
     with sessions() as session, session.begin():
         [run] = session.get(Job, job_id).runs
-        predictions = val_predictions_path(run.weights_path)
+        predictions = val_predictions_path(Path(run.weights_path))
         assert predictions.is_file()
         removal = deletion.delete_job(session, session.get(Job, job_id), artifacts)
-    assert predictions in removal.paths  # named, not only swept up with the job's folder
+    assert Artifact.file(predictions) in removal.artifacts  # named, not only swept up with the job's folder
     removal.finish()
     assert not predictions.exists()
