@@ -83,7 +83,8 @@ def _round(transaction: Transaction, settings: Settings, client: redis.Redis, se
     capacity = training_slots(client)
     with transaction() as session:
         waiting, in_use = scheduling.waiting_jobs(session), scheduling.trainings_in_use(session)
-        chosen = scheduling.choose(waiting, in_use, capacity, settings.max_running_per_tenant)
+        served = scheduling.served_longest_ago(session, {job.tenant for job in waiting})
+        chosen = scheduling.choose(waiting, in_use, served, capacity, settings.max_running_per_tenant)
         marked = [job for job in chosen if lifecycle.mark_dispatched(session, job.job_id)]
     for index, job in enumerate(marked):
         try:

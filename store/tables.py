@@ -50,6 +50,8 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "jobs"
+    # Whom the dispatcher served last (store/scheduling.py): a tenant's latest dispatch, read off the index.
+    __table_args__ = (Index("ix_jobs_tenant_dispatched_at", "tenant", "dispatched_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(120))

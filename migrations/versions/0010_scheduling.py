@@ -23,9 +23,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True))
     # Every job that exists already was sent to the broker when it was submitted: none of them waits.
     op.execute("UPDATE jobs SET dispatched_at = created_at")
+    op.create_index("ix_jobs_tenant_dispatched_at", "jobs", ["tenant", "dispatched_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_tenant_dispatched_at", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("dispatched_at")
         batch.drop_column("priority")

@@ -232,3 +232,16 @@ def test_a_worker_slots_count_until_it_unregisters(client):
     assert dispatch.training_slots(client) == 5
     dispatch.unregister_worker(client, "a:1")
     assert dispatch.training_slots(client) == 3
+
+
+def test_one_slot_alternates_between_tenants(scheduler):
+    """Both tenants run nothing whenever the slot frees: the one served longest ago goes next."""
+    scheduler.workers(1)
+    a = [scheduler.submit("a") for _ in range(3)]
+    assert scheduler.round() == [a[0]]
+    b = [scheduler.submit("b") for _ in range(2)]
+    order = []
+    for _ in range(4):
+        scheduler.end(scheduler.sent[-1])
+        order += scheduler.round()
+    assert order == [b[0], a[1], b[1], a[2]]
