@@ -19,7 +19,10 @@ def dispatch_waiting_jobs(resources: ApiResources) -> list[str]:
     """Send the waiting jobs that have a turn now; raises when the broker, Redis or the database is away."""
     send = partial(queue.enqueue_job, celery=resources.producer)
     transaction = partial(session_scope, resources.sessions)
-    return dispatch.dispatch(transaction, resources.settings, resources.redis, send)
+    sent = dispatch.dispatch(transaction, resources.settings, resources.redis, send)
+    for job_id in sent:  # a client reads what its request changed (api/job_cache.py)
+        resources.job_answers.forget(job_id)
+    return sent
 
 
 def dispatch_after_cancel(resources: ApiResources) -> None:

@@ -12,7 +12,7 @@ never hear of it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
@@ -36,7 +36,6 @@ from models.spec import JobSpec, SpecError
 from models.sweeps import SweepSpec
 from store import ensembles, jobs, queue, sweeps
 from store.ensemble_selection import select_members
-from store.tables import Job
 from store.vetting import vet_spec
 
 
@@ -44,12 +43,11 @@ from store.vetting import vet_spec
 class Created:
     """A row stored (not yet committed) with its answer, and how to queue it or take it back."""
 
-    answer: BaseModel  # as committed: what a repeated Idempotency-Key replays
+    # As stored, before it is queued (a job's `dispatched_at` is null in it): a repeated key replays it.
+    answer: BaseModel
     location: str
     enqueue: Callable[[], object]
     take_back: Callable[[], None]
-    # The answer once queued, where queuing changes it (a job dispatched, or left waiting); None: the same.
-    answer_once_queued: Callable[[], BaseModel] | None = None
 
 
 def submit(
@@ -71,9 +69,7 @@ def submit(
             idempotent.forget()
         session.commit()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the job queue is unavailable") from exc
-    if created.answer_once_queued is None:
-        return created
-    return replace(created, answer=created.answer_once_queued())
+    return created
 
 
 def submit_job(
@@ -98,13 +94,7 @@ def _create_job(session: Session, resources: ApiResources, tenant: str, spec: Jo
         location=f"/v1/jobs/{job.id}",
         enqueue=lambda: dispatch_waiting_jobs(resources),
         take_back=lambda: jobs.delete_job(session, job.id),
-        answer_once_queued=lambda: _present_again(session, resources, job),
     )
-
-
-def _present_again(session: Session, resources: ApiResources, job: Job) -> BaseModel:
-    session.refresh(job)  # dispatched (or not) by a session of the dispatcher's own
-    return present_job(job, session, resources.redis)
 
 
 def submit_ensemble(

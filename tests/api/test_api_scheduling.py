@@ -15,9 +15,12 @@ def limited(start_in_process_api):
 
 def test_a_job_past_its_tenants_limit_waits_in_sql_while_another_tenant_is_sent(limited):
     tenant_a, tenant_b = limited.client(limited.new_key("a")), limited.client(limited.new_key("b"))
-    first = tenant_a.post("/v1/jobs", json=lenet_spec()).json()
-    second = tenant_a.post("/v1/jobs", json=lenet_spec(training=training(priority=5))).json()
-    other = tenant_b.post("/v1/jobs", json=lenet_spec()).json()
+    submitted = [
+        (tenant_a, tenant_a.post("/v1/jobs", json=lenet_spec()).json()["id"]),
+        (tenant_a, tenant_a.post("/v1/jobs", json=lenet_spec(training=training(priority=5))).json()["id"]),
+        (tenant_b, tenant_b.post("/v1/jobs", json=lenet_spec()).json()["id"]),
+    ]
+    first, second, other = (client.get(f"/v1/jobs/{job_id}").json() for client, job_id in submitted)
     assert first["dispatched_at"] is not None and other["dispatched_at"] is not None
     assert second["status"] == "queued" and second["dispatched_at"] is None
     assert limited.queued_messages() == 2  # the broker holds the two sent, not the one waiting

@@ -52,7 +52,7 @@ def submit(client: httpx.Client, spec: dict[str, Any]) -> str:
     return response.json()["id"]
 
 
-def wait_for(client: httpx.Client, job_id: str, predicate: Callable[[dict], bool], timeout: float = 60) -> dict:
+def wait_for(client: httpx.Client, job_id: str, predicate: Callable[[dict], bool], timeout: float = 60):
     deadline = time.monotonic() + timeout
     while not predicate(job := client.get(f"/v1/jobs/{job_id}").json()):
         assert time.monotonic() < deadline, job

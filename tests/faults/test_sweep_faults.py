@@ -23,7 +23,7 @@ def test_a_sweep_and_a_waiting_job_survive_a_killed_worker_and_a_restarted_api(f
     stack.wait_for(first["job_id"], past_an_epoch, poll=0.02)
     # The stack's one training slot is the trial's: this job waits in SQL, the broker never heard of it.
     waiting = stack.submit(lenet_spec(training=training(epochs=1)))
-    assert waiting["dispatched_at"] is None
+    assert stack.job(waiting["id"])["dispatched_at"] is None
 
     stack.kill_worker(stack.workers[-1])
     stack.api_process.terminate()
