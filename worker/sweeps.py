@@ -27,7 +27,7 @@ def top_up_sweep(sweep_id: str) -> list[str]:
     else:
         return []  # busy elsewhere: whoever holds it tops it up
     if topped.created or topped.refused:
-        log.info("sweep %s: %d trials started, %d refused", sweep_id, len(topped.created), topped.refused)
+        log.info("sweep %s: %d trials added, %d refused", sweep_id, len(topped.created), topped.refused)
     if topped.ended:
         log.info("sweep %s: %s", sweep_id, topped.ended)
     return topped.created
