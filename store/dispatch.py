@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 WORKER_KEY_PREFIX = "trainyard:workers:"  # + a worker's host:pid = its training slots
 LOCK_KEY = "trainyard:dispatch:lock"
 REQUEST_KEY = "trainyard:dispatch:requested"  # set: a round is wanted, by whoever holds the lock
-LOCK_TIMEOUT_S = 60  # a holder that died lets go after this; a round takes milliseconds
+# A holder killed mid-round (SIGKILL) lets go after this, and rounds stall meanwhile: short, as a round takes
+# milliseconds. One that outlasts it (a database gone slow) may run beside the next: a slot or two sent twice
+# over, at worst, which the broker holds until one frees.
+LOCK_TIMEOUT_S = 5
 
 Send = Callable[[str, JobKind], None]  # store.queue.enqueue_job, with the caller's producer
 Transaction = Callable[[], AbstractContextManager[Session]]  # a session that commits on leaving
