@@ -86,7 +86,7 @@ def test_a_later_higher_priority_job_starts_before_earlier_ones(two_slots):
     client = tenant_client(two_slots, "sched-c")
     fillers = [submit(client, LONG) for _ in range(2)]  # both slots
     earlier = [submit(client, SHORT) for _ in range(2)]
-    urgent = submit(client, lenet_spec(training=training(epochs=1, priority=10)))
+    urgent = submit(client, lenet_spec(training=training(epochs=200, priority=10)))  # running when checked
     try:
         assert client.post(f"/v1/jobs/{fillers[0]}/cancel").status_code == 202
         wait_for(client, urgent, lambda job: job["started_at"] is not None)
