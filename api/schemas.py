@@ -157,6 +157,11 @@ class JobOut(UtcModel):
         None, description="the ensemble an ensemble job built, or a snapshot job's (ensemble.snapshots)"
     )
     created_at: datetime
+    dispatched_at: datetime | None = Field(
+        None,
+        description="when the job was sent to the workers; null while it is queued and waits in SQL for a "
+        "training slot, or for its tenant's running limit (max_running_per_tenant)",
+    )
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -189,6 +194,7 @@ class JobOut(UtcModel):
             members=list(members),
             ensemble_id=ensemble_id,
             created_at=job.created_at,
+            dispatched_at=job.dispatched_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
         )

@@ -3,8 +3,10 @@
 
 All go one way down. A repeated Idempotency-Key replays the first answer. The request is checked
 (spec errors and limits as 422s at their field, the tenant's quota as a 429) before anything is stored.
-The row and the kept answer commit in one transaction; then the task is sent, and if the broker is away
-the row is taken back with a 503, so that nothing waits forever for a worker that will never hear of it.
+The row and the kept answer commit in one transaction; then the task is sent (a job or a sweep's trials:
+by a dispatch round, which may leave them waiting in SQL for a training slot, store/dispatch.py), and if
+the broker is away the row is taken back with a 503, so that nothing waits forever for a worker that will
+never hear of it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from api.dispatching import dispatch_waiting_jobs
 from api.field_errors import spec_errors_as_422
 from api.idempotency import Idempotent, commit_or_replay
 from api.job_view import present_job
@@ -33,7 +36,6 @@ from models.spec import JobSpec, SpecError
 from models.sweeps import SweepSpec
 from store import ensembles, jobs, queue, sweeps
 from store.ensemble_selection import select_members
-from store.states import JobKind
 from store.vetting import vet_spec
 
 
@@ -41,9 +43,10 @@ from store.vetting import vet_spec
 class Created:
     """A row stored (not yet committed) with its answer, and how to queue it or take it back."""
 
+    # As stored, before it is queued (a job's `dispatched_at` is null in it): a repeated key replays it.
     answer: BaseModel
     location: str
-    enqueue: Callable[[], None]
+    enqueue: Callable[[], object]
     take_back: Callable[[], None]
 
 
@@ -89,7 +92,7 @@ def _create_job(session: Session, resources: ApiResources, tenant: str, spec: Jo
     return Created(
         answer=present_job(job, session, resources.redis),
         location=f"/v1/jobs/{job.id}",
-        enqueue=lambda: queue.enqueue_job(job.id, job.kind, celery=resources.producer),
+        enqueue=lambda: dispatch_waiting_jobs(resources),
         take_back=lambda: jobs.delete_job(session, job.id),
     )
 
@@ -146,17 +149,11 @@ def _create_sweep(session: Session, resources: ApiResources, tenant: str, spec: 
     with spec_errors_as_422():
         spec.check_points()
     sweep = sweeps.create_sweep(session, spec, tenant)
-    topped = sweeps.top_up(session, sweep.id, resources.settings)
-    created = topped.created if topped is not None else []
-
-    def enqueue() -> None:
-        for job_id in created:
-            queue.enqueue_job(job_id, JobKind.TRIAL, celery=resources.producer)
-
+    sweeps.top_up(session, sweep.id, resources.settings)  # its first trials, waiting for their turn
     return Created(
         answer=SweepOut.of(sweep),
         location=f"/v1/sweeps/{sweep.id}",
-        enqueue=enqueue,
+        enqueue=lambda: dispatch_waiting_jobs(resources),
         take_back=lambda: sweeps.delete_sweep(session, sweep.id),
     )
 

@@ -435,6 +435,13 @@ class TrainingSpec(Strict):
             "float rounding; if compiling fails, the job trains without it"
         ),
     )
+    priority: int = Field(
+        0,
+        ge=-100,
+        le=100,
+        description="among its tenant's jobs waiting for a training slot, a higher priority starts first "
+        "(equal ones: oldest first); between tenants the slots are shared fairly whatever the priority",
+    )
     early_stopping: EarlyStopping | None = Field(
         None, description="stop before `epochs` once the validation metric stops improving; null: never"
     )

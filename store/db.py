@@ -59,9 +59,9 @@ def _session_factory() -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with _session_factory()() as session, session.begin():
+def session_scope(sessions: sessionmaker[Session] | None = None) -> Iterator[Session]:
+    """A session (of `sessions`, default the process's) that commits on success and rolls back on error."""
+    with (sessions or _session_factory())() as session, session.begin():
         yield session
 
 

@@ -1,7 +1,7 @@
-"""Job state transitions made by workers: claim, heartbeat, finish, and recovery of lost jobs.
+"""Job state transitions: dispatch, claim, heartbeat, finish, and recovery of lost jobs.
 
 Every transition is a compare-and-set UPDATE, so two workers (or a redelivered message and a
-recovered job) can never both own one attempt.
+recovered job) can never both own one attempt, and two dispatchers never both send one waiting job.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from store import webhooks
@@ -62,6 +62,33 @@ def is_lost(job: Job, lease_s: float, now: datetime | None = None) -> bool:
     heartbeat = _aware(job.heartbeat_at)
     stale = heartbeat is None or now - heartbeat > timedelta(seconds=lease_s)
     return stale or _owner_is_dead(job.owner)
+
+
+def mark_dispatched(session: Session, job_id: str) -> bool:
+    """A job waiting in SQL is about to be sent to the broker (store/dispatch.py); an ensemble job's
+    members go with it, sent by its own task. False when another dispatcher took it, or it was cancelled.
+
+    A job that comes back to the queue after this (its worker lost, or shutting down) stays dispatched:
+    it is sent again at once, as it has already had its turn."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.dispatched_at.is_(None))
+        .values(dispatched_at=now)
+    )
+    if result.rowcount != 1:
+        return False
+    session.execute(update(Job).where(Job.parent_id == job_id).values(dispatched_at=now))
+    return True
+
+
+def undo_dispatch(session: Session, job_id: str) -> None:
+    """The broker did not take the job: it waits in SQL again, for the next dispatch round."""
+    session.execute(
+        update(Job)
+        .where(or_(Job.id == job_id, Job.parent_id == job_id), Job.status == JobStatus.QUEUED)
+        .values(dispatched_at=None)
+    )
 
 
 def claim(session: Session, job_id: str, lease_s: float) -> Claim | None:
@@ -221,9 +248,14 @@ def used_attempts(job: Job) -> int:
     return job.attempts - job.handed_back
 
 
-def queued_jobs(session: Session) -> list[tuple[str, str]]:
-    """(id, kind) of every queued job, oldest first."""
-    query = select(Job.id, Job.kind).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
+def dispatched_queued_jobs(session: Session) -> list[tuple[str, str]]:
+    """(id, kind) of every queued job that has been sent to the broker, oldest first (those still waiting
+    in SQL are the dispatcher's to send)."""
+    query = (
+        select(Job.id, Job.kind)
+        .where(Job.status == JobStatus.QUEUED, Job.dispatched_at.is_not(None))
+        .order_by(Job.created_at)
+    )
     return [(job_id, kind) for job_id, kind in session.execute(query)]
 
 

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         None, ge=1, description="torch threads of each CPU training process; set by `trainyard worker`"
     )
 
+    # Scheduling (store/dispatch.py): who gets the next free training slot.
+    max_running_per_tenant: int = Field(
+        0,
+        ge=0,
+        description="trainings a tenant may have running or sent to a worker at once; its other jobs wait in "
+        "SQL until one ends (a member counts as one); 0: no limit",
+    )
+
     # Predictions served by the API.
     max_predict_batch: int = Field(1024, ge=1, description="most inputs in one predict request (else 413)")
     max_predict_bytes: int = Field(

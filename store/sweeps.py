@@ -112,7 +112,7 @@ def delete_sweep(session: Session, sweep_id: str) -> None:
 
 @dataclass(frozen=True)
 class TopUp:
-    created: list[str]  # the trial jobs added, queued: to be sent to the broker once committed
+    created: list[str]  # the trial jobs added, queued: a dispatch round sends them once committed
     refused: int  # points refused before they ran
     ended: SweepStatus | None  # the sweep's end, if this top-up found it over
 

@@ -50,6 +50,8 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "jobs"
+    # Whom the dispatcher served last (store/scheduling.py): a tenant's latest dispatch, read off the index.
+    __table_args__ = (Index("ix_jobs_tenant_dispatched_at", "tenant", "dispatched_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(120))
@@ -78,6 +80,11 @@ class Job(Base):
     member: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     strategy: Mapped[str | None] = mapped_column(String(16))  # how an ensemble's members were trained
     tenant: Mapped[str] = mapped_column(String(64), default="default", server_default="default", index=True)
+    # spec.training.priority, here so that the dispatcher orders a tenant's waiting jobs in SQL.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the dispatcher sent the job to the broker (store/dispatch.py); null while it waits in SQL for a
+    # training slot or its tenant's running limit. An ensemble's members are dispatched with it.
+    dispatched_at: Mapped[datetime | None]
 
     runs: Mapped[list[Run]] = relationship(back_populates="job", order_by="Run.member")
     tags: Mapped[list[JobTag]] = relationship(order_by="JobTag.tag", cascade="all, delete-orphan")

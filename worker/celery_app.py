@@ -12,6 +12,7 @@ from store.objects import artifact_store
 from store.queue import make_celery
 from store.settings import get_settings
 from worker import shutdown
+from worker.dispatching import register_slots, unregister_slots
 from worker.processes import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,15 @@ def _init_training_process(**_) -> None:
 
 
 @worker_ready.connect
-def _start_recovery(**_) -> None:
-    threading.Thread(target=_recovery_loop, name="recover-lost-jobs", daemon=True).start()
+def _start_recovery(sender, **_) -> None:
+    # The consumer's pool: one training process per slot (--concurrency).
+    slots = sender.pool.num_processes
+    threading.Thread(target=_recovery_loop, args=(slots,), name="recover-lost-jobs", daemon=True).start()
 
 
 @worker_shutting_down.connect
 def _hand_back_running_jobs(**_) -> None:
+    unregister_slots()  # first: no dispatch round counts on this worker's slots any more
     shutdown.tell_training_processes()
 
 
@@ -71,13 +75,18 @@ def _stop_recovery_loop(**_) -> None:
     _stop_recovery.set()
 
 
-def _recovery_loop() -> None:
+def _recovery_loop(slots: int) -> None:
     from worker.recovery import recover_lost_jobs
 
     settings = get_settings()
     redis_run_id = None
     while not _stop_recovery.is_set():
         with _recovery_round:
+            try:
+                # Before the round's dispatch, which (the first time) gives this worker's slots their jobs.
+                register_slots(slots)
+            except Exception:  # Redis away: the next round registers again
+                log.warning("registering this worker's slots failed", exc_info=True)
             try:
                 recover_lost_jobs(settings)
             except Exception:  # the database may be briefly away; try again next round

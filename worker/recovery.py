@@ -1,5 +1,6 @@
 """Requeue jobs whose worker was lost, fail those that have used their attempts, finish stalled ensembles,
-top sweeps up, send the webhook deliveries that are due, delete finished jobs older than the retention."""
+top sweeps up, dispatch waiting jobs, send the webhook deliveries that are due, delete finished jobs older
+than the retention."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from store.queue import enqueue_finish_ensemble, enqueue_job, enqueue_training
 from store.settings import Settings
 from store.states import JobStatus
 from store.tables import utcnow
+from worker.dispatching import dispatch_waiting_jobs
 from worker.sweeps import top_up_running_sweeps
 from worker.webhooks import send_due_webhooks
 
@@ -31,7 +33,7 @@ def recover_lost_jobs(settings: Settings) -> list[str]:
             if status == JobStatus.QUEUED:
                 requeued.append(job.id)
     for job_id in requeued:
-        enqueue_training(job_id)
+        enqueue_training(job_id)  # it was dispatched before it was lost, and stays so: its turn goes on
     for job_id in to_finish:
         log.warning("ensemble job %s: all members ended but the job did not; finishing it", job_id)
         enqueue_finish_ensemble(job_id)
@@ -39,6 +41,7 @@ def recover_lost_jobs(settings: Settings) -> list[str]:
         top_up_running_sweeps()
     except Exception:  # as below: the database may be away; the next round tries again
         log.exception("topping up sweeps failed")
+    dispatch_waiting_jobs()  # the safety net: whatever a restart or a lost message left waiting
     try:
         send_due_webhooks(settings)
     except Exception:  # whatever fails here must not stop the recovery of jobs, next round included
@@ -75,12 +78,13 @@ def apply_retention(settings: Settings) -> list[str]:
 
 
 def requeue_queued_jobs() -> list[str]:
-    """Send every queued job to the broker again: for a fresh, empty broker (the embedded stack's).
+    """Send every dispatched queued job to the broker again: for a fresh, empty broker (the embedded
+    stack's). Those still waiting in SQL are sent by dispatch rounds, in their turn.
 
     Duplicates are harmless: only one delivery can claim a job.
     """
     with session_scope() as session:
-        queued = lifecycle.queued_jobs(session)
+        queued = lifecycle.dispatched_queued_jobs(session)
     for job_id, kind in queued:
         enqueue_job(job_id, kind)
     return [job_id for job_id, _ in queued]

@@ -29,6 +29,7 @@ from store.queue import enqueue_training
 from store.settings import Settings, get_settings
 from store.states import JobKind, JobStatus, StopReason
 from store.tables import Job, Run
+from worker.dispatching import dispatch_waiting_jobs
 from worker.engine import pick_device
 from worker.ensemble_build import build_ensemble
 from worker.reporter import Diverged, Stopped
@@ -192,7 +193,9 @@ def end_attempt(claim: Claim, client: redis.Redis, outcome: Outcome | StopReason
         log.warning("job %s: Redis away after the job ended: %s", claim.job_id, exc)
     log.info("job %s: %s", claim.job_id, outcome.status if finished else "lost before it could finish")
     if finished and claim.kind == JobKind.TRIAL:
-        top_up_sweep_of(claim.job_id)  # the next trial starts now, on this worker if it is free
+        top_up_sweep_of(claim.job_id)  # the sweep's next trial, dispatched below like any waiting job
+    if finished:
+        dispatch_waiting_jobs()  # the slot this job held goes to whoever is next
     return outcome.status if finished else None
 
 
@@ -243,7 +246,7 @@ def hand_back(claim: Claim, client: redis.Redis) -> JobStatus | None:
         requeued = lifecycle.requeue(session, claim)
     if not requeued:
         return None
-    enqueue_training(claim.job_id)
+    enqueue_training(claim.job_id)  # still dispatched: it goes back to the broker, not behind waiting jobs
     announce_status(client, claim.job_id, streams.status_fields(JobStatus.QUEUED, claim.attempt))
     log.warning("job %s: worker shutting down; attempt %d handed back", claim.job_id, claim.attempt)
     return JobStatus.QUEUED

@@ -6,7 +6,6 @@ import logging
 
 from store import sweeps
 from store.db import session_scope
-from store.queue import enqueue_training
 from store.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -17,7 +16,8 @@ TOP_UP_TRIES = 3
 
 
 def top_up_sweep(sweep_id: str) -> list[str]:
-    """Start the sweep's next trials (or end it); answers the trial jobs sent to the broker."""
+    """Add the sweep's next trials (or end it); answers their jobs, which wait for a dispatch round (the
+    callers run one next) like any submitted job."""
     settings = get_settings()
     for _ in range(TOP_UP_TRIES):
         with session_scope() as session:
@@ -26,15 +26,8 @@ def top_up_sweep(sweep_id: str) -> list[str]:
             break
     else:
         return []  # busy elsewhere: whoever holds it tops it up
-    for job_id in topped.created:
-        # Committed first: a trial the broker never hears of (it is away) stays queued until Redis is back
-        # (a restarted Redis has every queued job sent again: worker.celery_app).
-        try:
-            enqueue_training(job_id)
-        except Exception:
-            log.warning("sweep %s: trial job %s not sent to the broker", sweep_id, job_id, exc_info=True)
     if topped.created or topped.refused:
-        log.info("sweep %s: %d trials started, %d refused", sweep_id, len(topped.created), topped.refused)
+        log.info("sweep %s: %d trials added, %d refused", sweep_id, len(topped.created), topped.refused)
     if topped.ended:
         log.info("sweep %s: %s", sweep_id, topped.ended)
     return topped.created

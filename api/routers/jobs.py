@@ -11,6 +11,7 @@ from api import submissions
 from api.auth import current_tenant
 from api.curves import read_job_points
 from api.deps import RedisDep, ResourcesDep, SessionDep, TenantDep
+from api.dispatching import dispatch_after_cancel
 from api.downsample import downsample_curve
 from api.idempotency import IdempotencyKeyHeader
 from api.job_view import present_job, tenants_answer
@@ -89,6 +90,7 @@ def cancel_job(job_id: str, session: SessionDep, resources: ResourcesDep, tenant
     for running_id in flagged:
         # The training loop reads this flag with every curve flush: it stops within a few steps.
         streams.request_cancel(resources.redis, running_id, ttl_s=resources.settings.visibility_timeout)
+    dispatch_after_cancel(resources)
     session.refresh(job)
     return present_job(job, session, resources.redis)
 
