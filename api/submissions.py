@@ -34,6 +34,7 @@ from models.sweeps import SweepSpec
 from store import ensembles, jobs, queue, sweeps
 from store.ensemble_selection import select_members
 from store.states import JobKind
+from store.tables import Job
 from store.vetting import vet_spec
 
 
@@ -89,7 +90,7 @@ def _create_job(session: Session, resources: ApiResources, tenant: str, spec: Jo
     return Created(
         answer=present_job(job, session, resources.redis),
         location=f"/v1/jobs/{job.id}",
-        enqueue=lambda: queue.enqueue_job(job.id, job.kind, celery=resources.producer),
+        enqueue=lambda: queue.enqueue_job(job.id, job.kind, spec, celery=resources.producer),
         take_back=lambda: jobs.delete_job(session, job.id),
     )
 
@@ -150,7 +151,8 @@ def _create_sweep(session: Session, resources: ApiResources, tenant: str, spec: 
 
     def enqueue() -> None:
         for job_id in created:
-            queue.enqueue_job(job_id, JobKind.TRIAL, celery=resources.producer)
+            trial_spec = session.get(Job, job_id).spec  # still in the session: no query
+            queue.enqueue_job(job_id, JobKind.TRIAL, trial_spec, celery=resources.producer)
 
     return Created(
         answer=SweepOut.of(sweep),

@@ -221,10 +221,10 @@ def used_attempts(job: Job) -> int:
     return job.attempts - job.handed_back
 
 
-def queued_jobs(session: Session) -> list[tuple[str, str]]:
-    """(id, kind) of every queued job, oldest first."""
-    query = select(Job.id, Job.kind).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
-    return [(job_id, kind) for job_id, kind in session.execute(query)]
+def queued_jobs(session: Session) -> list[tuple[str, str, dict]]:
+    """(id, kind, spec) of every queued job, oldest first."""
+    query = select(Job.id, Job.kind, Job.spec).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
+    return [(job_id, kind, spec) for job_id, kind, spec in session.execute(query)]
 
 
 def find_lost_jobs(session: Session, lease_s: float) -> list[Job]:

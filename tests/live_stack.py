@@ -87,8 +87,10 @@ class LiveStack(StackClient):
             time.sleep(0.2)
         raise TimeoutError(f"the API did not start:\n{self.log('api.log')}")
 
-    def start_worker(self, concurrency: int = 1) -> subprocess.Popen:
-        worker = self._spawn(["worker", "--concurrency", str(concurrency)], f"worker-{len(self.workers)}.log")
+    def start_worker(self, concurrency: int = 1, queues: str | None = None) -> subprocess.Popen:
+        """`queues`: what it takes (`trainyard worker --queues`); default as the worker chooses."""
+        args = ["worker", "--concurrency", str(concurrency), *(["--queues", queues] if queues else [])]
+        worker = self._spawn(args, f"worker-{len(self.workers)}.log")
         self.workers.append(worker)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -8,6 +8,7 @@ from store import sweeps
 from store.db import session_scope
 from store.queue import enqueue_training
 from store.settings import get_settings
+from store.tables import Job
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ def top_up_sweep(sweep_id: str) -> list[str]:
     for _ in range(TOP_UP_TRIES):
         with session_scope() as session:
             topped = sweeps.top_up(session, sweep_id, settings)
+            # Each trial's own spec picks its queue (a space may vary resources.gpu); no query: just added.
+            specs = {job_id: session.get(Job, job_id).spec for job_id in topped.created} if topped else {}
         if topped is not None:
             break
     else:
@@ -30,7 +33,7 @@ def top_up_sweep(sweep_id: str) -> list[str]:
         # Committed first: a trial the broker never hears of (it is away) stays queued until Redis is back
         # (a restarted Redis has every queued job sent again: worker.celery_app).
         try:
-            enqueue_training(job_id)
+            enqueue_training(job_id, specs[job_id])
         except Exception:
             log.warning("sweep %s: trial job %s not sent to the broker", sweep_id, job_id, exc_info=True)
     if topped.created or topped.refused:
