@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from trainyard.client_cli import register as register_client_commands
 from trainyard.keys_cli import keys_app
+
+if TYPE_CHECKING:
+    from store.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="REST training-as-a-service for CNNs.")
 
@@ -69,7 +72,6 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
     """Run a Celery worker that trains the queued jobs: jobs_per_gpu training processes on every GPU."""
-    from store.queue import queues_for_worker
     from store.settings import get_settings
 
     gpus = gpu_count()
@@ -80,18 +82,31 @@ def worker(
         os.environ["TRAINYARD_GPUS"] = visible
     get_settings.cache_clear()  # the pool processes inherit these settings: read them with TRAINYARD_GPUS
     settings = get_settings()
-    devices = settings.gpus.split(",") if settings.gpus and settings.device != "cpu" else []
-    n = concurrency or len(devices) * settings.jobs_per_gpu or 1
-    if not devices and "OMP_NUM_THREADS" not in os.environ:
+    n, taken = worker_layout(settings, concurrency, queues)
+    if not training_gpus(settings) and "OMP_NUM_THREADS" not in os.environ:
         # CPU training processes share the cores: each takes its share instead of all contending for all.
         os.environ["TRAINYARD_THREADS_PER_PROCESS"] = str(max(1, (os.cpu_count() or 1) // n))
         get_settings.cache_clear()
-    taken = queues or settings.worker_queues or ",".join(queues_for_worker(has_gpu=bool(devices)))
     from worker.celery_app import app as celery_app
 
     celery_app.worker_main(
         ["worker", f"--loglevel={loglevel}", f"--concurrency={n}", "--pool=prefork", f"--queues={taken}"]
     )
+
+
+def training_gpus(settings: Settings) -> list[str]:
+    """The GPUs a worker trains on: those it was given, unless it is told to train on its CPU."""
+    return settings.gpus.split(",") if settings.gpus and settings.device != "cpu" else []
+
+
+def worker_layout(settings: Settings, concurrency: int | None, queues: str | None) -> tuple[int, str]:
+    """A worker's training processes and the queues it takes, unless given: jobs_per_gpu processes per GPU
+    it trains on and the GPU queue beside the default one; with none, one process and the default queue."""
+    from store.queue import queues_for_worker
+
+    devices = training_gpus(settings)
+    processes = concurrency or len(devices) * settings.jobs_per_gpu or 1
+    return processes, queues or settings.worker_queues or ",".join(queues_for_worker(has_gpu=bool(devices)))
 
 
 @app.command()
