@@ -1,4 +1,4 @@
-"""Prometheus metrics: jobs, queue and training read at scrape time, and the API's request latency."""
+"""Prometheus metrics: jobs, queues, training and GPUs read at scrape time, and the API's request latency."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from store import streams
-from store.queue import QUEUE
+from store import gpu_stats, streams
+from store.queue import GPU_QUEUE, QUEUE
 from store.states import TERMINAL, TRAINING_KINDS, JobKind, JobStatus
 from store.tables import Job
 
@@ -119,13 +119,23 @@ class JobsCollector(Collector):
         pipe = client.pipeline(transaction=False)
         pipe.time()  # Redis's clock: the one that stamped the stream ids
         pipe.llen(QUEUE)
+        pipe.llen(GPU_QUEUE)
+        pipe.hgetall(gpu_stats.GPU_STATS_KEY)
         for job_id, _ in running:
             pipe.hget(streams.progress_key(job_id), "steps_per_s")
             pipe.xrevrange(streams.curve_key(job_id), count=1)
-        (seconds, micros), depth, *per_job = pipe.execute()
+        (seconds, micros), depth, gpu_depth, gpus, *per_job = pipe.execute()
         now_ms = seconds * 1000 + micros / 1000
 
-        yield GaugeMetricFamily("trainyard_queue_depth", "tasks waiting in the Celery queue", depth)
+        queues = GaugeMetricFamily(
+            "trainyard_queue_depth",
+            "tasks waiting in each Celery queue (trainyard.gpu: GPU-only jobs)",
+            labels=["queue"],
+        )
+        queues.add_metric([QUEUE], depth)
+        queues.add_metric([GPU_QUEUE], gpu_depth)
+        yield queues
+        yield from _gpu_metrics(gpu_stats.fresh_readings(gpus, seconds))
         throughput = GaugeMetricFamily(
             "trainyard_training_samples_per_second",
             "training samples per second of each running job, averaged over its current attempt",
@@ -146,6 +156,26 @@ class JobsCollector(Collector):
                 lag.add_metric([job_id], max(now_ms - ms, 0) / 1000)
         yield throughput
         yield lag
+
+
+def _gpu_metrics(readings: list[tuple[str, gpu_stats.GpuReading]]) -> Iterator[Metric]:
+    """Each GPU worker's GPUs, as its last reading through NVML says; no series at all without one."""
+    if not readings:
+        return
+    labels = ["host", "gpu", "name"]
+    used = GaugeMetricFamily("trainyard_gpu_memory_used_bytes", "GPU memory in use (NVML)", labels=labels)
+    total = GaugeMetricFamily("trainyard_gpu_memory_total_bytes", "GPU memory in all (NVML)", labels=labels)
+    busy = GaugeMetricFamily(
+        "trainyard_gpu_utilization_ratio",
+        "share of NVML's last sample period in which a kernel ran on the GPU",
+        labels=labels,
+    )
+    for host, reading in readings:
+        values = [host, str(reading.index), reading.name]
+        used.add_metric(values, reading.memory_used_bytes)
+        total.add_metric(values, reading.memory_total_bytes)
+        busy.add_metric(values, reading.utilization)
+    yield from (used, total, busy)
 
 
 def route_template(scope: Scope) -> str:

@@ -28,6 +28,7 @@ from models.spec import (
     ModelSpec,
     OptimizerSpec,
     RegularizationSpec,
+    ResourcesSpec,
     ScheduleSpec,
     TrainingSpec,
 )
@@ -57,6 +58,7 @@ def catalog(data_dir: Path | None = None) -> dict[str, Any]:
         "training": _params(TrainingSpec),
         "regularization": _params(RegularizationSpec),
         "ensemble": _params(EnsembleSpec),
+        "resources": _params(ResourcesSpec),
         "dropout_modes": list(get_args(DropoutMode)),
         "activations": list(ACTIVATIONS),
         "inits": list(get_args(Init)),

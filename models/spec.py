@@ -504,6 +504,17 @@ class EnsembleSpec(Strict):
         return base_seed + member
 
 
+class ResourcesSpec(Strict):
+    """What a job needs of the worker that trains it; each need is a queue of its own (store/queue.py)."""
+
+    gpu: bool = Field(
+        False,
+        description="train only on a worker with a GPU (the queue trainyard.gpu, which only workers with "
+        "a GPU take); with no such worker the job waits, queued, until one starts. false: any worker, "
+        "a GPU one included, trains it",
+    )
+
+
 class JobSpec(Strict):
     name: str | None = Field(None, min_length=1, max_length=120)
     tags: list[Tag] = Field(
@@ -519,6 +530,7 @@ class JobSpec(Strict):
     regularization: RegularizationSpec = Field(default_factory=RegularizationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     notify_url: HttpUrl | None = Field(
         None,
         description="POST the job's summary here when it ends (succeeded, failed or cancelled), signed "

@@ -180,6 +180,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "early-stopping": lambda: fields_table(catalog()["training"]["early_stopping"]["params"]),
     "augment": lambda: fields_table(catalog()["training"]["augment"]["params"]),
     "ensemble": block("ensemble"),
+    "resources": block("resources"),
     "settings": settings,
 }
 

@@ -40,7 +40,7 @@ REQUEST_KEY = "trainyard:dispatch:requested"  # set: a round is wanted, by whoev
 # over, at worst, which the broker holds until one frees.
 LOCK_TIMEOUT_S = 5
 
-Send = Callable[[str, JobKind], None]  # store.queue.enqueue_job, with the caller's producer
+Send = Callable[[str, JobKind, dict], None]  # store.queue.enqueue_job (id, kind, spec), the caller's producer
 Transaction = Callable[[], AbstractContextManager[Session]]  # a session that commits on leaving
 
 
@@ -91,7 +91,7 @@ def _round(transaction: Transaction, settings: Settings, client: redis.Redis, se
         marked = [job for job in chosen if lifecycle.mark_dispatched(session, job.job_id)]
     for index, job in enumerate(marked):
         try:
-            send(job.job_id, job.kind)
+            send(job.job_id, job.kind, job.spec)
         except Exception:
             with transaction() as session:
                 for unsent in marked[index:]:

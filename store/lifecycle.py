@@ -248,15 +248,15 @@ def used_attempts(job: Job) -> int:
     return job.attempts - job.handed_back
 
 
-def dispatched_queued_jobs(session: Session) -> list[tuple[str, str]]:
-    """(id, kind) of every queued job that has been sent to the broker, oldest first (those still waiting
-    in SQL are the dispatcher's to send)."""
+def dispatched_queued_jobs(session: Session) -> list[tuple[str, str, dict]]:
+    """(id, kind, spec) of every queued job that has been sent to the broker, oldest first (those still
+    waiting in SQL are the dispatcher's to send)."""
     query = (
-        select(Job.id, Job.kind)
+        select(Job.id, Job.kind, Job.spec)
         .where(Job.status == JobStatus.QUEUED, Job.dispatched_at.is_not(None))
         .order_by(Job.created_at)
     )
-    return [(job_id, kind) for job_id, kind in session.execute(query)]
+    return [(job_id, kind, spec) for job_id, kind, spec in session.execute(query)]
 
 
 def find_lost_jobs(session: Session, lease_s: float) -> list[Job]:

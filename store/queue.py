@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery
 
+from models.spec import JobSpec
 from store.settings import Settings, get_settings
 
 TRAIN_TASK = "trainyard.train"  # one model: a job of kind "train"
@@ -13,7 +16,8 @@ ENSEMBLE_TASK = "trainyard.ensemble"  # a job of kind "ensemble": choose a strat
 FINISH_ENSEMBLE_TASK = "trainyard.finish_ensemble"  # once the members have ended: build, evaluate, finish
 BUILD_ENSEMBLE_TASK = "trainyard.build_ensemble"  # an ensemble of stored runs: average, evaluate
 DELIVER_WEBHOOK_TASK = "trainyard.deliver_webhook"  # one attempt at notifying a job's notify_url
-QUEUE = "trainyard"
+QUEUE = "trainyard"  # every worker takes it: jobs that need nothing special, and every other task
+GPU_QUEUE = "trainyard.gpu"  # only workers with a GPU take it: jobs whose spec says resources.gpu
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -48,14 +52,34 @@ def producer() -> Celery:
     return make_celery(get_settings())
 
 
-def enqueue_training(job_id: str) -> None:
-    producer().send_task(TRAIN_TASK, args=[job_id], queue=QUEUE)
+def queue_for(spec: JobSpec | Mapping[str, Any]) -> str:
+    """The queue a job's training goes to, chosen by what its spec requires: a queue per resource kind.
+
+    `spec`: the JobSpec, or its JSON as stored (Job.spec; a spec stored before `resources` existed has
+    none, and needs nothing)."""
+    if isinstance(spec, JobSpec):
+        needs_gpu = spec.resources.gpu
+    else:
+        needs_gpu = bool((spec.get("resources") or {}).get("gpu", False))
+    return GPU_QUEUE if needs_gpu else QUEUE
 
 
-def enqueue_job(job_id: str, kind: str, celery: Celery | None = None) -> None:
-    """`celery`: the producer to send with (an API app's own); default the process's."""
+def queues_for_worker(has_gpu: bool) -> list[str]:
+    """What a worker takes by default: the GPU queue too when it has a GPU (which also trains anything)."""
+    return [QUEUE, GPU_QUEUE] if has_gpu else [QUEUE]
+
+
+def enqueue_training(job_id: str, spec: JobSpec | Mapping[str, Any]) -> None:
+    producer().send_task(TRAIN_TASK, args=[job_id], queue=queue_for(spec))
+
+
+def enqueue_job(
+    job_id: str, kind: str, spec: JobSpec | Mapping[str, Any], celery: Celery | None = None
+) -> None:
+    """`spec`: the job's, which picks its queue; `celery`: the producer to send with (an API app's own);
+    default the process's."""
     task = ENSEMBLE_TASK if kind == "ensemble" else TRAIN_TASK
-    (celery or producer()).send_task(task, args=[job_id], queue=QUEUE)
+    (celery or producer()).send_task(task, args=[job_id], queue=queue_for(spec))
 
 
 def enqueue_finish_ensemble(job_id: str) -> None:

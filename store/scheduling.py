@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, or_, select
@@ -27,6 +27,7 @@ class Waiting:
     priority: int
     created_at: datetime
     cost: int  # the trainings it starts: 1, or an ensemble job's members (as the active-jobs quota counts)
+    spec: dict = field(default_factory=dict, compare=False)  # which queue it goes to (store.queue.queue_for)
 
 
 def waiting_jobs(session: Session) -> list[Waiting]:
@@ -34,13 +35,13 @@ def waiting_jobs(session: Session) -> list[Waiting]:
     member = aliased(Job)
     members = select(func.count(member.id)).where(member.parent_id == Job.id).scalar_subquery()
     query = (
-        select(Job.id, Job.tenant, Job.kind, Job.priority, Job.created_at, members)
+        select(Job.id, Job.tenant, Job.kind, Job.priority, Job.created_at, members, Job.spec)
         .where(Job.status == JobStatus.QUEUED, Job.dispatched_at.is_(None), Job.parent_id.is_(None))
         .order_by(Job.priority.desc(), Job.created_at, Job.id)
     )
     return [
-        Waiting(job_id, tenant, kind, priority, created_at, max(count, 1))
-        for job_id, tenant, kind, priority, created_at, count in session.execute(query)
+        Waiting(job_id, tenant, kind, priority, created_at, max(count, 1), spec)
+        for job_id, tenant, kind, priority, created_at, count, spec in session.execute(query)
     ]
 
 

@@ -52,7 +52,22 @@ class Settings(BaseSettings):
     )
     keep_checkpoints: int = Field(3, ge=1, description="newest epoch checkpoints kept per job")
     gpus: str | None = Field(
-        None, description="CUDA devices (0,1,...) a worker's training processes take one each; set by the CLI"
+        None,
+        description="CUDA devices (0,1,...) a worker's training processes share, process i on device "
+        "i mod their number; set by the CLI",
+    )
+    jobs_per_gpu: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="training processes (so jobs at once) per GPU of a worker. Unmeasured default: small "
+        "jobs leave a GPU idle between kernel launches and may gain from several; measure with "
+        "bench/throughput.py on the GPU machine (jobs per minute at 1, 2 and 4) before raising it",
+    )
+    worker_queues: str | None = Field(
+        None,
+        description="the queues a worker takes, comma-separated; default: trainyard and trainyard.gpu on a "
+        "worker with a GPU, trainyard alone on one without",
     )
     threads_per_process: int | None = Field(
         None, ge=1, description="torch threads of each CPU training process; set by `trainyard worker`"

@@ -88,14 +88,14 @@ class LiveStack(StackClient):
         raise TimeoutError(f"the API did not start:\n{self.log('api.log')}")
 
     def start_worker(
-        self, concurrency: int = 1, home: Path | None = None, wait: bool = True
+        self, concurrency: int = 1, home: Path | None = None, wait: bool = True, queues: str | None = None
     ) -> subprocess.Popen:
         """A worker; with `home`, a TRAINYARD_HOME of its own (another host's disk). Its log is the
-        stack's worker-N.log either way. `wait=False`: started, not waited for (wait_ready)."""
+        stack's worker-N.log either way. `wait=False`: started, not waited for (wait_ready). `queues`:
+        what it takes (`trainyard worker --queues`); default as the worker chooses."""
         env = self.env | {"TRAINYARD_HOME": str(home)} if home else None
-        worker = self._spawn(
-            ["worker", "--concurrency", str(concurrency)], f"worker-{len(self.workers)}.log", env
-        )
+        args = ["worker", "--concurrency", str(concurrency), *(["--queues", queues] if queues else [])]
+        worker = self._spawn(args, f"worker-{len(self.workers)}.log", env)
         self.workers.append(worker)
         if wait:
             self.wait_ready(worker)

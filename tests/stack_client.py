@@ -22,8 +22,8 @@ class StackClient:
         """What helps to understand a test that timed out (the workers' logs)."""
         return ""
 
-    def queued_messages(self) -> int:
-        return self.redis.llen(QUEUE)
+    def queued_messages(self, queue: str = QUEUE) -> int:
+        return self.redis.llen(queue)
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         response = self.http.post("/v1/jobs", json=spec)

@@ -141,7 +141,8 @@ def run_stack() -> int:
 
             # A fresh private Redis holds no messages: jobs left queued by the last run need new ones.
             requeue_queued_jobs()
-        children["worker"] = spawn("worker", "--concurrency", "1")
+        # As `trainyard worker` chooses: jobs_per_gpu training processes per GPU, else one.
+        children["worker"] = spawn("worker")
         children["api"] = spawn("api", "--host", "127.0.0.1", "--port", str(settings.port), "--no-migrate")
         return supervise(children, settings.port, key)
     except StopRequested as stop:

@@ -1,4 +1,4 @@
-"""The Celery app of the worker: one training process per GPU, lost jobs recovered."""
+"""The Celery app of the worker: jobs_per_gpu training processes per GPU, lost jobs recovered."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ def _init_training_process(**_) -> None:
     die_with_parent()  # a SIGKILLed worker must not leave its training process running
     reset_after_fork()
     settings = get_settings()
-    # One training process per GPU: each child sees only its own device. CUDA is first touched
-    # here, in the child, never in the parent that forks.
+    # Each child sees only its own device: child i takes GPU i mod the GPUs, so that jobs_per_gpu
+    # children share each. CUDA is first touched here, in the child, never in the parent that forks.
     if settings.gpus:
         gpus = settings.gpus.split(",")
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus[(current_process().index or 0) % len(gpus)]
@@ -95,7 +95,28 @@ def _recovery_loop(slots: int) -> None:
                 redis_run_id = _requeue_if_redis_restarted(redis_run_id)
             except Exception:  # Redis away: the next round sees it back, with a new run id
                 log.warning("checking whether Redis restarted failed", exc_info=True)
+            if settings.gpus:
+                try:
+                    _publish_gpu_stats(settings.gpus)
+                except Exception:  # Redis away, or a GPU fell off the bus: /metrics misses a round
+                    log.warning("publishing GPU readings failed", exc_info=True)
         _stop_recovery.wait(settings.heartbeat_s)
+
+
+def _publish_gpu_stats(gpus: str) -> None:
+    """This worker's GPUs, read through NVML, for /metrics (store/gpu_stats.py)."""
+    import socket
+
+    from store import gpu_stats
+    from store.streams import get_redis
+    from worker.nvml_reader import read_gpus
+
+    # CUDA's device numbers, as the CLI took them from CUDA_VISIBLE_DEVICES; NVML numbers the same
+    # devices alike in PCI bus order (CUDA_DEVICE_ORDER=PCI_BUS_ID). UUIDs there: read every GPU.
+    devices = gpus.split(",")
+    readings = read_gpus([int(d) for d in devices] if all(d.strip().isdigit() for d in devices) else None)
+    if readings:
+        gpu_stats.publish(get_redis(), socket.gethostname(), readings)
 
 
 def _requeue_if_redis_restarted(last_run_id: str | None) -> str:

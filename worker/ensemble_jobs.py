@@ -18,6 +18,7 @@ from models.datasets import load_splits
 from models.spec import JobSpec
 from store import ensembles, jobs, lifecycle, streams, uploads
 from store.db import session_scope
+from store.queue import queue_for
 from store.settings import get_settings
 from store.states import TERMINAL, EnsembleStatus, JobStatus
 from store.tables import Job
@@ -45,14 +46,15 @@ class Plan:
     members: list[str]  # the member jobs still queued
 
 
-def run_ensemble_job(job_id: str, fan_out: Callable[[list[str]], None]) -> str | None:
-    """Start an ensemble job and train its members here, or hand them to `fan_out` (a chord of tasks)."""
+def run_ensemble_job(job_id: str, fan_out: Callable[[list[str], str], None]) -> str | None:
+    """Start an ensemble job and train its members here, or hand them to `fan_out` (a chord of tasks on
+    the queue the spec picks: the members need what the ensemble job needs)."""
     try:
         plan = plan_ensemble(job_id)
         if plan is None:
             return None
         if plan.strategy == "fanout":
-            fan_out(plan.members)
+            fan_out(plan.members, queue_for(plan.spec))
             return plan.strategy
         train_here(plan)
     except Exception as exc:  # a bug or an unusable spec: the job fails with the reason, not stays queued

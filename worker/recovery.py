@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def recover_lost_jobs(settings: Settings) -> list[str]:
-    requeued = []
+    requeued: dict[str, dict] = {}  # id: spec, which picks the queue
     with session_scope() as session:
         to_finish = lifecycle.ensembles_to_finish(session, settings.lease_s)
         for job in lifecycle.find_lost_jobs(session, settings.lease_s):
@@ -31,9 +31,9 @@ def recover_lost_jobs(settings: Settings) -> list[str]:
             if status:
                 log.warning("job %s: worker lost during attempt %d; now %s", job.id, job.attempts, status)
             if status == JobStatus.QUEUED:
-                requeued.append(job.id)
-    for job_id in requeued:
-        enqueue_training(job_id)  # it was dispatched before it was lost, and stays so: its turn goes on
+                requeued[job.id] = job.spec
+    for job_id, spec in requeued.items():
+        enqueue_training(job_id, spec)  # it was dispatched before it was lost, and stays so: its turn goes on
     for job_id in to_finish:
         log.warning("ensemble job %s: all members ended but the job did not; finishing it", job_id)
         enqueue_finish_ensemble(job_id)
@@ -50,7 +50,7 @@ def recover_lost_jobs(settings: Settings) -> list[str]:
         apply_retention(settings)
     except Exception:  # as above: a failed sweep is tried again at its next turn
         log.exception("deleting expired jobs failed")
-    return requeued
+    return list(requeued)
 
 
 # When the next retention sweep is due (monotonic seconds), in this process.
@@ -85,6 +85,6 @@ def requeue_queued_jobs() -> list[str]:
     """
     with session_scope() as session:
         queued = lifecycle.dispatched_queued_jobs(session)
-    for job_id, kind in queued:
-        enqueue_job(job_id, kind)
-    return [job_id for job_id, _ in queued]
+    for job_id, kind, spec in queued:
+        enqueue_job(job_id, kind, spec)
+    return [job_id for job_id, _, _ in queued]

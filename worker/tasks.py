@@ -27,10 +27,12 @@ def train(job_id: str) -> str | None:
 
 @app.task(name=ENSEMBLE_TASK)
 def ensemble(job_id: str) -> str | None:
-    def fan_out(member_ids: list[str]) -> None:
-        # Each member is a task of its own, for as many workers (processes, GPUs, hosts) as are free.
+    def fan_out(member_ids: list[str], queue: str) -> None:
+        # Each member is a task of its own, for as many workers (processes, GPUs, hosts) as are free; the
+        # finish needs no GPU, so it goes to the queue every worker takes.
         if member_ids:
-            chord(train.si(member_id) for member_id in member_ids)(finish_ensemble.si(job_id))
+            members = (train.si(member_id).set(queue=queue) for member_id in member_ids)
+            chord(members)(finish_ensemble.si(job_id))
         else:  # a redelivered task whose members were all taken already
             finish_ensemble.delay(job_id)
 

@@ -225,8 +225,8 @@ function showErrors(form, box, exc) {
   showGeneralErrors(form, box, placeErrors(form, errorDetails(exc)));
 }
 
-/** A job's blocks (data, model, optimizer, schedule, regularization, training; the job's name and its
- *  ensemble unless left out), wired so that choosing a preset fills in its own defaults. */
+/** A job's blocks (data, model, optimizer, schedule, regularization, training, resources; the job's name
+ *  and its ensemble unless left out), wired so that choosing a preset fills in its own defaults. */
 export function jobBlocks(catalog, { withName = true, withEnsemble = true } = {}) {
   const blocks = h(
     "div",
@@ -239,6 +239,7 @@ export function jobBlocks(catalog, { withName = true, withEnsemble = true } = {}
     plainBlock("regularization", "Regularization", catalog.regularization),
     plainBlock("training", "Training", catalog.training),
     withEnsemble && plainBlock("ensemble", "Ensemble", catalog.ensemble),
+    plainBlock("resources", "Resources", catalog.resources),
   );
 
   // A preset's own defaults (GET /v1/catalog presets[].defaults): choosing one fills in its optimizer, lr

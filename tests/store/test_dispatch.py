@@ -79,11 +79,11 @@ class Scheduler:
         with self.transaction() as session:
             return jobs.create_job(session, spec, summary={}, tenant=tenant).id
 
-    def round(self, send: Callable[[str, JobKind], None] | None = None) -> list[str]:
+    def round(self, send: Callable[[str, JobKind, dict], None] | None = None) -> list[str]:
         sent = dispatch.dispatch(self.transaction, self.settings, self.client, send or self.send)
         return sent
 
-    def send(self, job_id: str, kind: JobKind) -> None:
+    def send(self, job_id: str, kind: JobKind, spec: dict) -> None:
         self.sent.append(job_id)
 
     def start(self, job_id: str) -> None:
@@ -185,7 +185,7 @@ def test_an_ensemble_job_costs_its_members_and_takes_them_along(scheduler):
 def test_a_job_the_broker_refuses_waits_again(scheduler):
     job_id = scheduler.submit("a")
 
-    def broker_away(job_id: str, kind: JobKind) -> None:
+    def broker_away(job_id: str, kind: JobKind, spec: dict) -> None:
         raise ConnectionError("broker away")
 
     with pytest.raises(ConnectionError):
@@ -199,8 +199,8 @@ def test_a_round_asked_for_while_another_runs_is_run_by_the_holder(scheduler):
     first = scheduler.submit("a")
     late: list[str] = []
 
-    def send_and_submit_meanwhile(job_id: str, kind: JobKind) -> None:
-        scheduler.send(job_id, kind)
+    def send_and_submit_meanwhile(job_id: str, kind: JobKind, spec: dict) -> None:
+        scheduler.send(job_id, kind, spec)
         if not late:  # another process submits now, and its round finds the lock taken
             late.append(scheduler.submit("b"))
             assert dispatch.dispatch(scheduler.transaction, scheduler.settings, scheduler.client, print) == []
