@@ -246,7 +246,7 @@ def hand_back(claim: Claim, client: redis.Redis) -> JobStatus | None:
         requeued = lifecycle.requeue(session, claim)
     if not requeued:
         return None
-    enqueue_training(claim.job_id, claim.spec)  # still dispatched: back to the broker, not behind waiting jobs
+    enqueue_training(claim.job_id, claim.spec)  # still dispatched: to the broker, not behind the waiting
     announce_status(client, claim.job_id, streams.status_fields(JobStatus.QUEUED, claim.attempt))
     log.warning("job %s: worker shutting down; attempt %d handed back", claim.job_id, claim.attempt)
     return JobStatus.QUEUED
