@@ -221,7 +221,9 @@ def test_dispatched_jobs_that_come_back_keep_their_turn(scheduler):
     waiting = scheduler.submit("b")
     assert scheduler.round() == []
     with scheduler.transaction() as session:
-        assert lifecycle.dispatched_queued_jobs(session) == [(job_id, JobKind.TRAIN)]
+        assert [(id_, kind) for id_, kind, _ in lifecycle.dispatched_queued_jobs(session)] == [
+            (job_id, JobKind.TRAIN)
+        ]
     assert scheduler.dispatched_at(waiting) is None
 
 
