@@ -5,7 +5,7 @@ Read from SQL, decided in Python: `choose` is the whole policy, and store/dispat
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from store.queue import QUEUE, queue_for
 from store.states import ACTIVE, TRAINING_KINDS, JobKind, JobStatus
 from store.tables import Job
 
@@ -27,7 +28,8 @@ class Waiting:
     priority: int
     created_at: datetime
     cost: int  # the trainings it starts: 1, or an ensemble job's members (as the active-jobs quota counts)
-    spec: dict = field(default_factory=dict, compare=False)  # which queue it goes to (store.queue.queue_for)
+    queue: str = QUEUE  # where it goes (store.queue.queue_for): each queue's slots are counted apart
+    spec: dict = field(default_factory=dict, compare=False)  # sent with it: the broker's message needs none
 
 
 def waiting_jobs(session: Session) -> list[Waiting]:
@@ -40,20 +42,22 @@ def waiting_jobs(session: Session) -> list[Waiting]:
         .order_by(Job.priority.desc(), Job.created_at, Job.id)
     )
     return [
-        Waiting(job_id, tenant, kind, priority, created_at, max(count, 1), spec)
+        Waiting(job_id, tenant, kind, priority, created_at, max(count, 1), queue_for(spec), spec)
         for job_id, tenant, kind, priority, created_at, count, spec in session.execute(query)
     ]
 
 
-def trainings_in_use(session: Session) -> Counter[str]:
-    """Per tenant, the trainings that hold a slot or will: running, or dispatched and not yet started."""
+def trainings_in_use(session: Session) -> defaultdict[str, Counter[str]]:
+    """Per queue, per tenant, the trainings that hold a slot or will: running, or dispatched and not yet
+    started."""
     holding = or_(Job.status == JobStatus.RUNNING, Job.dispatched_at.is_not(None))
-    query = (
-        select(Job.tenant, func.count())
-        .where(Job.kind.in_(TRAINING_KINDS), Job.status.in_(ACTIVE), holding)
-        .group_by(Job.tenant)
+    query = select(Job.tenant, Job.spec).where(
+        Job.kind.in_(TRAINING_KINDS), Job.status.in_(ACTIVE), holding
     )
-    return Counter(dict(session.execute(query).all()))
+    in_use: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    for tenant, spec in session.execute(query):
+        in_use[queue_for(spec)][tenant] += 1
+    return in_use
 
 
 def served_longest_ago(session: Session, tenants: Collection[str]) -> dict[str, int]:

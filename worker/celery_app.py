@@ -59,9 +59,12 @@ def _init_training_process(**_) -> None:
 
 @worker_ready.connect
 def _start_recovery(sender, **_) -> None:
-    # The consumer's pool: one training process per slot (--concurrency).
+    # The consumer's pool: one training process per slot (--concurrency), for the queues it takes (--queues;
+    # all the app knows of when none is named).
     slots = sender.pool.num_processes
-    threading.Thread(target=_recovery_loop, args=(slots,), name="recover-lost-jobs", daemon=True).start()
+    queues = sorted(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
+    args = (slots, queues)
+    threading.Thread(target=_recovery_loop, args=args, name="recover-lost-jobs", daemon=True).start()
 
 
 @worker_shutting_down.connect
@@ -75,7 +78,7 @@ def _stop_recovery_loop(**_) -> None:
     _stop_recovery.set()
 
 
-def _recovery_loop(slots: int) -> None:
+def _recovery_loop(slots: int, queues: list[str]) -> None:
     from worker.recovery import recover_lost_jobs
 
     settings = get_settings()
@@ -84,7 +87,7 @@ def _recovery_loop(slots: int) -> None:
         with _recovery_round:
             try:
                 # Before the round's dispatch, which (the first time) gives this worker's slots their jobs.
-                register_slots(slots)
+                register_slots(slots, queues)
             except Exception:  # Redis away: the next round registers again
                 log.warning("registering this worker's slots failed", exc_info=True)
             try:

@@ -23,10 +23,10 @@ def dispatch_waiting_jobs() -> list[str]:
         return []
 
 
-def register_slots(slots: int) -> None:
-    """This worker's training processes count toward capacity for a lease, renewed every recovery round:
-    a worker gone quiet stops counting when a job of its would be presumed lost."""
-    dispatch.register_worker(streams.get_redis(), worker_identity(), slots, get_settings().lease_s)
+def register_slots(slots: int, queues: list[str]) -> None:
+    """This worker's training processes count toward its queues' capacity for a lease, renewed every
+    recovery round: a worker gone quiet stops counting when a job of its would be presumed lost."""
+    dispatch.register_worker(streams.get_redis(), worker_identity(), slots, get_settings().lease_s, queues)
 
 
 def unregister_slots() -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from store import dispatch, keys
 from store.db import make_engine
+from store.queue import QUEUE
 from tests.factories import lenet_spec, training
 from tests.live_stack import LiveStack
 
@@ -29,7 +30,7 @@ def two_slots(stack: LiveStack) -> Iterator[LiveStack]:
     try:
         # Registered, and no slot of a worker another test killed still counting (it lapses with its lease).
         deadline = time.monotonic() + 60
-        while dispatch.training_slots(stack.redis) != 2 or "ready." not in stack.log(log_name):
+        while dispatch.training_slots(stack.redis).get(QUEUE) != 2 or "ready." not in stack.log(log_name):
             assert worker.poll() is None and time.monotonic() < deadline, stack.log(log_name)[-3000:]
             time.sleep(0.1)
         yield stack

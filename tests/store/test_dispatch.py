@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from store import dispatch, jobs, lifecycle
 from store.db import make_engine
 from store.migrate import upgrade
+from store.queue import GPU_QUEUE, QUEUE
 from store.settings import Settings
 from store.states import JobKind, JobStatus
 from store.tables import Job, utcnow
@@ -74,8 +75,10 @@ class Scheduler:
         for index, count in enumerate(slots):
             dispatch.register_worker(self.client, f"host:{index}", count, ttl_s=60)
 
-    def submit(self, tenant: str, priority: int = 0, members: int = 1) -> str:
-        spec = job_spec(training=training(priority=priority), ensemble={"members": members})
+    def submit(self, tenant: str, priority: int = 0, members: int = 1, gpu: bool = False) -> str:
+        spec = job_spec(
+            training=training(priority=priority), ensemble={"members": members}, resources={"gpu": gpu}
+        )
         with self.transaction() as session:
             return jobs.create_job(session, spec, summary={}, tenant=tenant).id
 
@@ -228,12 +231,12 @@ def test_dispatched_jobs_that_come_back_keep_their_turn(scheduler):
 
 
 def test_a_worker_slots_count_until_it_unregisters(client):
-    assert dispatch.training_slots(client) is None
+    assert dispatch.training_slots(client) == {}
     dispatch.register_worker(client, "a:1", 2, ttl_s=60)
-    dispatch.register_worker(client, "b:2", 3, ttl_s=60)
-    assert dispatch.training_slots(client) == 5
+    dispatch.register_worker(client, "b:2", 3, ttl_s=60, queues=[QUEUE, GPU_QUEUE])
+    assert dispatch.training_slots(client) == {QUEUE: 5, GPU_QUEUE: 3}
     dispatch.unregister_worker(client, "a:1")
-    assert dispatch.training_slots(client) == 3
+    assert dispatch.training_slots(client) == {QUEUE: 3, GPU_QUEUE: 3}
 
 
 def test_one_slot_alternates_between_tenants(scheduler):
@@ -247,3 +250,16 @@ def test_one_slot_alternates_between_tenants(scheduler):
         scheduler.end(scheduler.sent[-1])
         order += scheduler.round()
     assert order == [b[0], a[1], b[1], a[2]]
+
+
+def test_each_queue_counts_its_own_slots(scheduler):
+    """A job for the GPU queue, which no live worker takes, is sent (the broker holds it until a GPU worker
+    comes) and holds none of the CPU workers' slots: the CPU job after it still starts."""
+    scheduler.workers(1)  # one CPU-only slot
+    gpu_job = scheduler.submit("a", gpu=True)
+    cpu_job = scheduler.submit("a")
+    assert sorted(scheduler.round()) == sorted([gpu_job, cpu_job])
+    another_cpu_job = scheduler.submit("b")
+    assert scheduler.round() == []  # the CPU slot is taken
+    scheduler.end(cpu_job)
+    assert scheduler.round() == [another_cpu_job]
