@@ -25,6 +25,15 @@ _PYTEST_PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _PYTEST_PROCESSES > 1:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // _PYTEST_PROCESSES))
 
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with a slow test first: make test's two processes take a file at a time each, in this
+    order, and a minute-long file drawn last would leave the other process idle for its minute."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order is kept otherwise
+
+
 POSTGRES_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
