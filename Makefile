@@ -23,10 +23,9 @@ run: $(VENV)/.installed
 
 # The dashboard's browser test drives Debian's Chromium, and the tests on real data train on Debian's
 # Fashion-MNIST (dataset-fashion-mnist): each installed first when missing (needs root or sudo).
-# Three pytest processes, a test file each at a time: much of the suite waits on real API and worker
-# processes, so they overlap those waits on two cores (two: 3:50 instead of 5:20 with one; with the
-# suite grown to 900 tests, two took 6:00-6:05 and three XX). TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 3
+# Two pytest processes, a test file each at a time: much of the suite waits on real API and worker
+# processes, so two overlap those waits on two cores (3:50 instead of 5:20). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed
 	bash scripts/ensure-chromium.sh
 	bash scripts/ensure-datasets.sh

@@ -383,7 +383,8 @@ def test_sweep_create_wait_show_and_cancel(stack, tmp_path):
     assert json_lines(shown.stdout)[0]["status"] == "succeeded"
     assert {t["status"] for t in json_lines(shown.stdout)[0]["trials"]} == {"succeeded"}
 
-    running = TrainyardClient(stack.url).create_sweep(body | {"name": "cli-cancelled"})
+    long = body | {"name": "cli-cancelled", "base": lenet_spec(training=training(epochs=200))}
+    running = TrainyardClient(stack.url).create_sweep(long)  # long enough to be cancelled, not finished
     cancelled = trainyard(stack.url, "sweep", "cancel", running["id"])
     assert cancelled.returncode == 0, cancelled.stderr
     assert "cancelled" in cancelled.stdout.splitlines()[0]
